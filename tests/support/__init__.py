@@ -1,0 +1,1 @@
+"""Helpers for the test suite: throwaway PostgreSQL clusters and settings built around them."""
