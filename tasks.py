@@ -1,7 +1,9 @@
 """invoke tasks: argument parsing only. The logic lives in app/ops (see app/ops/commands.py)."""
 
-from invoke import Collection, Context, task
+from invoke.collection import Collection
+from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from app.ops import commands
 

@@ -14,7 +14,7 @@ from app.settings import load_settings
 from tests.support.clusters import ThrowawayCluster
 from tests.support.setup import Tiers, make_tiers
 
-PROD_PASSWORD = "prod-Secret-9f3a"  # noqa: S105 -- a throwaway cluster's password
+PROD_PASSWORD = "prod-Secret-9f3a"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

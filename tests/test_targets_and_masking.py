@@ -38,8 +38,9 @@ def test_url_schemes_and_errors() -> None:
 
 def test_malformed_url_message_never_repeats_the_password() -> None:
     with pytest.raises(Refused) as err:
-        parse_database_url("postgresql://u:Malformed-Pw-77@h/db?bogus_option=1", tier=Tier.PROD,
-                           source="PROD_DATABASE_URL")
+        parse_database_url(
+            "postgresql://u:Malformed-Pw-77@h/db?bogus_option=1", tier=Tier.PROD, source="PROD_DATABASE_URL"
+        )
     assert "PROD_DATABASE_URL is malformed" in err.value.message
     assert "Malformed-Pw-77" not in err.value.one_line()
 
@@ -61,8 +62,11 @@ def test_identity_folds_every_local_spelling() -> None:
 
 
 def test_masked_target_shows_no_password() -> None:
-    target = parse_database_url("postgresql://app:S3cret-Value@db.example.com:5432/app_prod?sslmode=require",
-                                tier=Tier.PROD, source="PROD_DATABASE_URL")
+    target = parse_database_url(
+        "postgresql://app:S3cret-Value@db.example.com:5432/app_prod?sslmode=require",
+        tier=Tier.PROD,
+        source="PROD_DATABASE_URL",
+    )
     assert target.masked() == "postgresql://app:***@db.example.com:5432/app_prod?sslmode=require"
     assert target.tls_required and not target.is_local
 
@@ -72,8 +76,10 @@ def test_masked_target_shows_no_password() -> None:
     [
         ("postgresql://app:pa55word@db:5432/x", "postgresql://app:***@db:5432/x"),
         ("postgres://u:p%40ss@h/x and more", "postgres://u:***@h/x and more"),
-        ("postgresql://h/x?user=u&password=qwerty123&sslmode=require",
-         "postgresql://h/x?user=u&password=***&sslmode=require"),
+        (
+            "postgresql://h/x?user=u&password=qwerty123&sslmode=require",
+            "postgresql://h/x?user=u&password=***&sslmode=require",
+        ),
         ("host=db user=app password=qwerty123 dbname=x", "host=db user=app password=*** dbname=x"),
         ("host=db password = 'with space' dbname=x", "host=db password = *** dbname=x"),
         ("PGPASSWORD=hunter22 pg_dump", "PGPASSWORD=*** pg_dump"),

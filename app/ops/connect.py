@@ -41,44 +41,53 @@ def explain_connection_error(target: Target, exc: BaseException) -> OpsError:
     low = text.lower()
     where = target.describe()
     var = target.source
+    reason = libpq_reason(text)
     if "password authentication failed" in low or "no password supplied" in low:
         return Refused(
             f"wrong or missing password for user '{target.user}' on {where}",
             f"correct the password in {var} (in .env or the environment)",
+            short="wrong or missing password",
         )
     if "does not exist" in low and "database" in low:
         fix = "run `invoke db.up`" if target.embedded else f"create it (createdb {target.dbname}) or fix {var}"
-        return Refused(f"database '{target.dbname}' does not exist on {where}", fix)
+        return Refused(f"database '{target.dbname}' does not exist on {where}", fix, short="database does not exist")
     if "role" in low and "does not exist" in low:
-        return Refused(f"role '{target.user}' does not exist on {where}", f"fix the user name in {var}")
-    if "ssl" in low and ("does not support" in low or "required" in low):
-        return Refused(f"TLS could not be negotiated with {where}: {first_line(text)}", f"check sslmode in {var}")
-    if "no pg_hba.conf entry" in low or "no encryption" in low:
         return Refused(
-            f"the server at {where} refused this connection: {first_line(text)}",
-            f"add sslmode=require to {var}" if "no encryption" in low else f"check the user and host in {var}",
+            f"role '{target.user}' does not exist on {where}",
+            f"fix the user name in {var}",
+            short="role does not exist",
         )
-    if any(
-        s in low
-        for s in (
-            "connection refused",
-            "no such file or directory",
-            "timeout expired",
-            "could not translate host name",
-            "could not connect",
-            "is the server running",
-            "server closed the connection",
-            "network is unreachable",
+    if "ssl" in low and ("does not support" in low or "required" in low):
+        return Refused(
+            f"TLS could not be negotiated with {where}: {reason}",
+            f"check sslmode in {var}",
+            short=f"TLS failed: {reason}",
         )
-    ):
+    if "no pg_hba.conf entry" in low or "no encryption" in low or "rejects connection" in low:
+        fix = f"add sslmode=require to {var}" if "no encryption" in low else f"check the user and host in {var}"
+        return Refused(f"the server at {where} refused this connection: {reason}", fix, short=f"refused: {reason}")
+    unreachable = (
+        "connection refused",
+        "no such file or directory",
+        "timeout expired",
+        "could not translate host",
+        "could not connect",
+        "is the server running",
+        "server closed the connection",
+        "unreachable",
+    )
+    if any(s in low for s in unreachable):
         fix = "start it with `invoke db.up`" if target.embedded else f"start the server or fix the host/port in {var}"
-        return Failed(f"server for {where} is not reachable: {first_line(text)}", fix)
-    return Failed(f"could not connect to {where}: {first_line(text)}", f"check {var}")
+        return Failed(f"server for {where} is not reachable: {reason}", fix, short=f"not reachable: {reason}")
+    return Failed(f"could not connect to {where}: {reason}", f"check {var}", short=reason)
 
 
-def first_line(text: str) -> str:
+def libpq_reason(text: str) -> str:
+    """The essential part of a libpq message: 'Connection refused', 'FATAL: ...', masked."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return mask_text("; ".join(lines) if lines else text)[:400]
+    first = lines[0] if lines else text
+    reason = first.rsplit("failed: ", 1)[-1].strip()
+    return mask_text(reason.replace("FATAL:  ", "FATAL: "))[:300]
 
 
 def server_major_version(conn: Connection) -> int:

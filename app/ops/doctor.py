@@ -36,7 +36,7 @@ def check_binaries(settings: Settings) -> list[Finding]:
     targets = all_targets(settings)
     embedded = any(isinstance(t, Target) and t.embedded for t in targets.values())
     tools = (*SERVER_TOOLS, *CLIENT_TOOLS) if embedded else CLIENT_TOOLS
-    bindir = find_bindir(settings.environ, tools)
+    bindir = find_bindir(settings.values, tools)
     return [
         Finding(
             "PostgreSQL binaries are available",

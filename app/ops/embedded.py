@@ -44,7 +44,7 @@ class EmbeddedCluster:
     home: Path
     port: int
     app_name: str
-    environ: Mapping[str, str]
+    config: Mapping[str, str]  # Settings.values: PG_BINDIR, EMBEDDED_PG_OS_USER, PATH
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedCluster:
@@ -52,7 +52,7 @@ class EmbeddedCluster:
             home=settings.path("EMBEDDED_PG_DIR"),
             port=int(settings.get("EMBEDDED_PG_PORT")),
             app_name=settings.app_name,
-            environ=settings.environ,
+            config=settings.values,
         )
 
     # -- where things are -------------------------------------------------------------------
@@ -94,10 +94,10 @@ class EmbeddedCluster:
         """None: run as ourselves. Otherwise the unprivileged account the server runs as."""
         if os.geteuid() != 0:
             return None
-        return self.environ.get("EMBEDDED_PG_OS_USER") or "postgres"
+        return self.config.get("EMBEDDED_PG_OS_USER") or "postgres"
 
     def _run_as_owner(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = clean_environment(self.environ)
+        env = clean_environment(os.environ)  # the real environment: .env secrets never reach the server
         env.update({"LC_ALL": "C", "LANG": "C"})
         kwargs: dict[str, object] = {}
         user = self.os_user
@@ -129,7 +129,7 @@ class EmbeddedCluster:
 
     # -- lifecycle --------------------------------------------------------------------------
     def bindir(self) -> Path:
-        found = find_bindir(self.environ, (*SERVER_TOOLS, "pg_dump", "pg_restore", "psql"))
+        found = find_bindir(self.config, (*SERVER_TOOLS, "pg_dump", "pg_restore", "psql"))
         if found is None:
             raise Refused(
                 "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the embedded default",

@@ -16,10 +16,11 @@ class OpsError(Exception):
 
     outcome: Outcome = "failed"
 
-    def __init__(self, message: str, fix: str | None = None) -> None:
+    def __init__(self, message: str, fix: str | None = None, short: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fix = fix
+        self.short = short or message  # for table cells, where the target is already shown
 
     def one_line(self) -> str:
         return f"{self.message} -> {self.fix}" if self.fix else self.message

@@ -45,10 +45,10 @@ def _version_key(path: str) -> tuple[int, ...]:
 
 
 def candidate_bindirs(environ: Mapping[str, str]) -> list[Path]:
-    """PG_BINDIR, then `pg_config --bindir`, then PATH, then the usual install locations."""
+    """PG_BINDIR alone when set; otherwise `pg_config --bindir`, PATH, then the usual install locations."""
     found: list[Path] = []
     if environ.get("PG_BINDIR"):
-        found.append(Path(environ["PG_BINDIR"]))
+        return [Path(environ["PG_BINDIR"])]
     pg_config = shutil.which("pg_config", path=environ.get("PATH"))
     if pg_config:
         try:

@@ -83,19 +83,22 @@ def run_task(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     out = out or Output(None)
     audit = AuditLog(settings.audit_log)
+    audit_usable = True
+    header_done = False
     try:
+        try:
+            audit.check_writable()
+        except OpsError:
+            audit_usable = False
+            raise
         requested = parse_tier(env)
         tier = forced_tier(requested, settings.environ)
         out.tier = tier
         note = f"(forced to INT under pytest; --env {requested.value} ignored)" if tier is not requested else ""
-        try:
-            target = target_for(settings, tier)
-        except OpsError:
-            out.header("(no target)")
-            raise
+        target = target_for(settings, tier)
         target_text = target.describe()
         out.header(target_text, note)
-        audit.check_writable()
+        header_done = True
         clearance = authorize(settings, operation, tier, target, caller, confirm=confirm, dry_run=dry_run)
         ctx = TaskContext(settings, operation, tier, clearance.target, out, caller, args, dry_run, clearance, facts)
         code = body(ctx) or EXIT_OK
@@ -104,8 +107,8 @@ def run_task(
         elif dry_run:
             outcome = "dry-run"
     except OpsError as exc:
-        if tier is None:
-            out.header("(no target)")
+        if not header_done:
+            out.header("(target not resolved)")
         outcome, error = exc.outcome, exc.one_line()
         code = EXIT_REFUSED if exc.outcome == "refused" else EXIT_FAILED
         out.error(error)
@@ -129,6 +132,8 @@ def run_task(
         duration_s=time.monotonic() - started,
         error=error,
     )
+    if not audit_usable:
+        return code
     try:
         audit.append(record)
     except OSError as exc:

@@ -46,7 +46,7 @@ def human_size(n: int | None) -> str:
 
 def tier_status(settings: Settings, tier: Tier, target: Target | OpsError, code_head: str | None) -> TierStatus:
     if isinstance(target, OpsError):
-        return TierStatus(tier, "-", False, target.message)
+        return TierStatus(tier, "-", False, target.short)
     warnings: tuple[str, ...] = ()
     if tier is Tier.PROD and not prod_tls_finding(target).ok:
         warnings = ("remote PROD without sslmode=require",)
@@ -62,7 +62,7 @@ def tier_status(settings: Settings, tier: Tier, target: Target | OpsError, code_
                 "current_setting('server_version')"
             ).fetchone()
     except OpsError as exc:
-        return TierStatus(tier, target.short(), False, exc.message, warnings=warnings)
+        return TierStatus(tier, target.short(), False, exc.short, warnings=warnings)
     assert row is not None
     if stamp is None:
         stamp_text = "MISSING"

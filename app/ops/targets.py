@@ -18,7 +18,7 @@ POSTGRES_SCHEMES = {"postgresql", "postgres"}
 LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "[::1]"}
 TLS_MODES = {"require", "verify-ca", "verify-full"}
 _SCHEME = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
-EXAMPLE_URL = "postgresql://user:password@host:5432/dbname"
+EXAMPLE_URL = "postgresql://user:***@host:5432/dbname"
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class ThrowawayCluster:
         if found is None:
             raise RuntimeError("PostgreSQL server binaries are needed for the tests")
         self.bindir = found
-        self.base = Path(tempfile.mkdtemp(prefix=f"pgtest-{self.name}-", dir="/var/tmp"))  # noqa: S108
+        self.base = Path(tempfile.mkdtemp(prefix=f"pgtest-{self.name}-", dir="/var/tmp"))
         os.chmod(self.base, 0o755)
         _chown(self.base)
 
@@ -69,12 +69,22 @@ class ThrowawayCluster:
 
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
-        return subprocess.run(list(argv), env=env, cwd="/", capture_output=True, text=True, check=check,
-                              **_owner_kwargs())  # type: ignore[call-overload, no-any-return]
+        return subprocess.run(
+            list(argv), env=env, cwd="/", capture_output=True, text=True, check=check, **_owner_kwargs()
+        )  # type: ignore[call-overload, no-any-return]
 
     def start(self) -> ThrowawayCluster:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--locale=C", "--no-instructions")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        )
         conf = [
             f"listen_addresses = '{','.join(self.listen)}'",
             f"port = {self.port}",
@@ -99,24 +109,59 @@ class ThrowawayCluster:
         with open(self.data / "postgresql.conf", "a") as fh:
             fh.write("\n".join(conf) + "\n")
         (self.data / "pg_hba.conf").write_text("\n".join(hba) + "\n")
-        self._run(str(self.bindir / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.base / "log"), "-w",
-                  "-t", "60")
+        self._run(
+            str(self.bindir / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.base / "log"), "-w", "-t", "60"
+        )
         if self.password:
             self.psql("postgres", f"CREATE ROLE app LOGIN SUPERUSER PASSWORD '{self.password}'")
         return self
 
     def _make_certificate(self) -> None:
         key, crt = self.data / "server.key", self.data / "server.crt"
-        subprocess.run(["openssl", "req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=pgtest",
-                        "-newkey", "rsa:2048", "-keyout", str(key), "-out", str(crt)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "2",
+                "-nodes",
+                "-subj",
+                "/CN=pgtest",
+                "-newkey",
+                "rsa:2048",
+                "-keyout",
+                str(key),
+                "-out",
+                str(crt),
+            ],
+            check=True,
+            capture_output=True,
+        )
         os.chmod(key, 0o600)
         _chown(key)
         _chown(crt)
 
     def psql(self, dbname: str, sql: str) -> str:
-        out = self._run(str(self.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h",
-                        self.socket_dir, "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql)
+        out = self._run(
+            str(self.bindir / "psql"),
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.socket_dir,
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            dbname,
+            "-c",
+            sql,
+        )
         return out.stdout.strip()
 
     def create_database(self, name: str) -> None:

@@ -36,7 +36,7 @@ def state_values(tmp: Path) -> dict[str, str]:
     }
 
 
-def make_settings(tmp: Path, environ: dict[str, str] | None = None, **values: str) -> Settings:
+def make_settings(tmp: Path, *, environ: dict[str, str] | None = None, **values: str) -> Settings:
     env = base_environ() if environ is None else environ
     return Settings(root=PROJECT_ROOT, values={**state_values(tmp), **env, **values}, environ=env)
 
@@ -83,8 +83,13 @@ def stamp_url(url: str, tier: Tier, dbname: str) -> None:
         write_stamp(conn, tier, dbname)
 
 
-def make_tiers(tmp: Path, local: ThrowawayCluster, prod: ThrowawayCluster,
-               prod_url: Callable[[str], str] | None = None, stamp: bool = True) -> Tiers:
+def make_tiers(
+    tmp: Path,
+    local: ThrowawayCluster,
+    prod: ThrowawayCluster,
+    prod_url: Callable[[str], str] | None = None,
+    stamp: bool = True,
+) -> Tiers:
     n = next(_counter)
     names = {Tier.INT: f"t{n}_int", Tier.STG: f"t{n}_stg", Tier.PROD: f"t{n}_prod"}
     local.create_database(names[Tier.INT])
@@ -98,5 +103,49 @@ def make_tiers(tmp: Path, local: ThrowawayCluster, prod: ThrowawayCluster,
     if stamp:
         for tier, url in urls.items():
             stamp_url(url, tier, names[tier])
-    settings = make_settings(tmp, **{t.url_variable: u for t, u in urls.items()})
+    settings = make_settings(tmp).with_values(**{t.url_variable: u for t, u in urls.items()})
     return Tiers(settings, urls, local, prod, names)
+
+
+@dataclass
+class RunResult:
+    code: int
+    stdout: str
+    stderr: str
+    contexts: list  # type: ignore[type-arg]  # TaskContext of each body call (empty: the body never ran)
+
+    @property
+    def ran(self) -> bool:
+        return bool(self.contexts)
+
+    @property
+    def text(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run(
+    settings: Settings,
+    operation: str,
+    env: str | None,
+    caller: Caller | None = None,
+    body: Callable | None = None,
+    **kwargs: object,
+) -> RunResult:  # type: ignore[type-arg]
+    """Run a task in-process through the real runner and guard, capturing its output."""
+    import io
+
+    from rich.console import Console
+
+    from app.ops.console import Output
+    from app.ops.runner import run_task
+
+    out_buf, err_buf = io.StringIO(), io.StringIO()
+    out = Output(None, Console(file=out_buf, width=200, no_color=True), Console(file=err_buf, width=200, no_color=True))
+    contexts: list = []  # type: ignore[type-arg]
+
+    def wrapped(ctx):  # type: ignore[no-untyped-def]
+        contexts.append(ctx)
+        return body(ctx) if body else 0
+
+    code = run_task(operation, env, {}, wrapped, settings=settings, caller=caller or robot(), out=out, **kwargs)  # type: ignore[arg-type]
+    return RunResult(code, out_buf.getvalue(), err_buf.getvalue(), contexts)
