@@ -53,5 +53,54 @@ def stamp(c: Context, env: str = "int", force: bool = False, confirm: str = "", 
     _exit(commands.stamp(env, force, confirm or None, dry_run))
 
 
-db = Collection("db", up, down, status, doctor, audit, stamp)
+@task(help={**ENV, **DRY, **CONFIRM, "to": "target revision (default head); behind the current one: downgrade"})
+def migrate(c: Context, env: str = "int", to: str = "", confirm: str = "", dry_run: bool = False) -> None:
+    """Show pending revisions, then upgrade (or downgrade with --to); STG/PROD backed up first."""
+    _exit(commands.run_migrate(env, to or None, confirm or None, dry_run))
+
+
+SEEDING = {"scenario": "minimal, demo or load", "seed": "random seed (same seed, same rows)", "scale": "row multiplier"}
+
+
+@task(help={**ENV, **DRY, **SEEDING, "append": "add rows to a database that already has some"})
+def seed(
+    c: Context,
+    env: str = "int",
+    scenario: str = "demo",
+    seed: int = 1,
+    scale: float = 1.0,
+    append: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Fill the database with Faker seed data for a scenario (never PROD)."""
+    _exit(commands.run_seed(env, scenario, seed, scale, append, dry_run))
+
+
+@task(help={**ENV, **DRY, **SEEDING, "no_seed": "leave the rebuilt schema empty"})
+def reset(
+    c: Context,
+    env: str = "int",
+    no_seed: bool = False,
+    scenario: str = "demo",
+    seed: int = 1,
+    scale: float = 1.0,
+    dry_run: bool = False,
+) -> None:
+    """Rebuild the schema from empty through Alembic and seed it, atomically (STG backed up first; never PROD)."""
+    _exit(commands.run_reset(env, no_seed, scenario, seed, scale, dry_run))
+
+
+@task(help={**ENV, **DRY, "message": "what the revision changes"})
+def revision(c: Context, message: str = "", env: str = "int", dry_run: bool = False) -> None:
+    """Autogenerate a migration by comparing the models with INT at head."""
+    _exit(commands.run_revision(message, env, dry_run))
+
+
+@task(help={**ENV, **DRY})
+def backup(c: Context, env: str = "int", dry_run: bool = False) -> None:
+    """pg_dump the tier's database (read-only session for PROD) with a manifest and checksum."""
+    _exit(commands.run_backup(env, dry_run))
+
+
+db = Collection("db", up, down, status, doctor, audit, stamp, migrate, seed, reset, revision, backup)
 namespace = Collection(db)

@@ -31,16 +31,22 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 
 
 def run_on(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
-                      compare_server_default=True, include_object=include_object)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=True,
+        include_object=include_object,
+    )
     with context.begin_transaction():
         set_timeouts(connection, settings)
         context.run_migrations()
 
 
 def run_offline() -> None:
-    context.configure(dialect_name="postgresql", target_metadata=target_metadata, literal_binds=True,
-                      include_object=include_object)
+    context.configure(
+        dialect_name="postgresql", target_metadata=target_metadata, literal_binds=True, include_object=include_object
+    )
     with context.begin_transaction():
         context.execute(f"SET lock_timeout = '{settings.get('MIGRATION_LOCK_TIMEOUT')}'")
         context.execute(f"SET statement_timeout = '{settings.get('MIGRATION_STATEMENT_TIMEOUT')}'")

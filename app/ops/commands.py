@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.ops import audit_report, cluster, doctor, stamping, status
+from app.ops import audit_report, backup, cluster, doctor, migrate, reset, revision, stamping, status
 from app.ops.runner import TaskContext, run_task
 
 
@@ -48,3 +48,68 @@ def stamp(env: str | None = None, force: bool = False, confirm: str | None = Non
         confirm=confirm,
         dry_run=dry_run,
     )
+
+
+def run_migrate(
+    env: str | None = None, to: str | None = None, confirm: str | None = None, dry_run: bool = False
+) -> int:
+    return run_task(
+        "migrate", env, {"to": to}, lambda ctx: migrate.migrate_task(ctx, to), confirm=confirm, dry_run=dry_run
+    )
+
+
+def run_seed(
+    env: str | None = None,
+    scenario: str = "demo",
+    seed: int = 1,
+    scale: float = 1.0,
+    append: bool = False,
+    dry_run: bool = False,
+) -> int:
+    args = {"scenario": scenario, "seed": seed, "scale": scale, "append": append}
+    return run_task(
+        "seed",
+        env,
+        args,
+        lambda ctx: reset.seed_task(ctx, scenario=scenario, seed_value=seed, scale=scale, append=append),
+        dry_run=dry_run,
+    )
+
+
+def run_reset(
+    env: str | None = None,
+    no_seed: bool = False,
+    scenario: str = "demo",
+    seed: int = 1,
+    scale: float = 1.0,
+    dry_run: bool = False,
+) -> int:
+    args = {"no_seed": no_seed, "scenario": scenario, "seed": seed, "scale": scale}
+    return run_task(
+        "reset",
+        env,
+        args,
+        lambda ctx: reset.reset_task(ctx, seed=not no_seed, scenario=scenario, seed_value=seed, scale=scale),
+        dry_run=dry_run,
+    )
+
+
+def run_revision(message: str, env: str | None = None, dry_run: bool = False) -> int:
+    return run_task(
+        "revision", env, {"message": message}, lambda ctx: revision.revision_task(ctx, message), dry_run=dry_run
+    )
+
+
+def run_backup(env: str | None = None, dry_run: bool = False) -> int:
+    def body(ctx: TaskContext) -> int:
+        if ctx.dry_run:
+            ctx.out.plan(
+                f"pg_dump {ctx.target.dbname} (custom format) into {ctx.settings.backups_dir}, "
+                "with a manifest, in a read-only session"
+            )
+            return 0
+        made = backup.take_backup(ctx.settings, ctx.target, ctx.out)
+        ctx.facts["file"] = made.path.name
+        return 0
+
+    return run_task("backup", env, {}, body, dry_run=dry_run)
