@@ -59,3 +59,34 @@ def prod_server() -> Iterator[ThrowawayCluster]:
 def tiers(tmp_path: Path, local_server: ThrowawayCluster, prod_server: ThrowawayCluster) -> Tiers:
     """Fresh stamped INT, STG and PROD databases for one test."""
     return make_tiers(tmp_path, local_server, prod_server)
+
+
+@pytest.fixture
+def int_target(tiers: Tiers):  # type: ignore[no-untyped-def]
+    """The INT test database, migrated to head and empty."""
+    from app.ops.schema import sa_connection, upgrade
+    from app.ops.tiers import Tier
+
+    target = tiers.target(Tier.INT)
+    with sa_connection(target) as conn, conn.begin():
+        upgrade(tiers.settings, conn, "head")
+    return target
+
+
+@pytest.fixture
+def seeded(tiers: Tiers, int_target):  # type: ignore[no-untyped-def]
+    """INT at head, seeded with the 'minimal' scenario by the seed modules; yields an ORM session on it.
+
+    This is how an app's own tests use the seed modules as factories: the rows are there, realistic
+    and the same on every run, and `seeds.factories.create` adds more where a test needs them.
+    """
+    from sqlalchemy.orm import Session
+
+    from app.ops.schema import raw, sa_connection
+    from app.ops.seeding import make_plan, seed_database
+
+    with sa_connection(int_target) as conn:
+        with conn.begin():
+            seed_database(raw(conn), make_plan("minimal", seed=1))
+        with Session(bind=conn) as session:
+            yield session

@@ -31,6 +31,7 @@ from app.ops.children import die_with_parent
 from app.ops.connect import Connection, connect
 from app.ops.console import Output
 from app.ops.errors import Failed
+from app.ops.failpoints import failpoint
 from app.ops.masking import mask_text
 from app.ops.pgtools import first_error_line, require_bindir, tool_conninfo, tool_environment, tool_major_version
 from app.ops.revisions import current_revision
@@ -167,6 +168,7 @@ class DumpProcess:
         return self
 
     def wait(self, out: Output | None) -> None:
+        failpoint("backup:dumping")
         _follow(self.proc, self.tmp, self.tables, self.lines, out)
         if self.proc.wait() != 0:
             raise Failed(

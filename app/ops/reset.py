@@ -15,6 +15,7 @@ from app.ops.backup import take_backup
 from app.ops.connect import connect
 from app.ops.console import Output, add_row, new_table
 from app.ops.errors import Refused
+from app.ops.failpoints import failpoint
 from app.ops.locks import exclusive
 from app.ops.revisions import current_revision, head, pending_revisions
 from app.ops.runner import TaskContext
@@ -65,6 +66,7 @@ def reset_task(
         with sa_connection(target) as conn, conn.begin():
             raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
             drop_app_schemas(conn)
+            failpoint("reset:schema-dropped")
             upgrade(settings, conn, "head")
             out.info(f"schema rebuilt at {code_head} through Alembic")
             results = seed_database(raw(conn), plan, out) if plan else []

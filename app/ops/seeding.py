@@ -29,6 +29,7 @@ from app.ops.bulk_load import deferred_indexes_and_keys
 from app.ops.connect import Connection
 from app.ops.console import Output
 from app.ops.errors import Failed, Refused
+from app.ops.failpoints import failpoint
 from seeds.api import POOL_SIZE, Fakes, SeedTable
 from seeds.scenarios import SCENARIOS
 
@@ -130,11 +131,11 @@ def seed_database(
             for table, count in plan.counts.items():
                 current = table
                 seed, module = modules[table]
-                start = _next_id(conn, table) if append else 1
+                start = next_id(conn, table) if append else 1
                 id_ranges[table] = (start, count)
                 task = progress.add_task(table, total=count) if progress is not None else None
                 began = time.perf_counter()
-                _copy_table(
+                copy_rows(
                     conn,
                     seed,
                     Fakes(plan.seed, table, id_ranges, pool_size=min(POOL_SIZE, max(50, count))),
@@ -144,6 +145,7 @@ def seed_database(
                     advance=partial(progress.advance, task) if progress is not None and task is not None else None,
                 )
                 results.append(TableResult(table, module, count, time.perf_counter() - began))
+                failpoint(f"seed:after-{table}")
             current = "(indexes and foreign keys)"
     except psycopg.Error as exc:
         module = modules[current][1] if current in modules else "seeds/"
@@ -162,7 +164,7 @@ def seed_database(
     return results
 
 
-def _next_id(conn: Connection, table: str) -> int:
+def next_id(conn: Connection, table: str) -> int:
     row = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}").format(sql.Identifier(table))).fetchone()
     return int(row[0]) if row else 1
 
@@ -197,7 +199,7 @@ def _column_oids(conn: Connection, table: str, columns: tuple[str, ...]) -> list
     return [by_name[c] for c in columns]
 
 
-def _copy_table(
+def copy_rows(
     conn: Connection,
     seed: SeedTable,
     f: Fakes,

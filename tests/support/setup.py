@@ -140,7 +140,11 @@ def run(
     from app.ops.runner import run_task
 
     out_buf, err_buf = io.StringIO(), io.StringIO()
-    out = Output(None, Console(file=out_buf, width=200, no_color=True), Console(file=err_buf, width=200, no_color=True))
+    out = Output(
+        None,
+        Console(file=out_buf, width=200, no_color=True, soft_wrap=True),
+        Console(file=err_buf, width=200, no_color=True, soft_wrap=True),
+    )
     contexts: list = []  # type: ignore[type-arg]
 
     def wrapped(ctx):  # type: ignore[no-untyped-def]
