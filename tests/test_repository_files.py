@@ -102,3 +102,18 @@ def test_local_state_and_secrets_are_git_ignored() -> None:
         ).returncode
         == 1
     )
+
+
+def quickstart_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quickstart", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.strip().splitlines() if line.strip()]
+
+
+def test_readme_quickstart_is_two_commands_and_ci_runs_the_second_verbatim() -> None:
+    commands = quickstart_commands()
+    assert len(commands) == 2
+    assert "invoke db.reset --env stg" in commands[0]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "pytest" in commands[1]
