@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 
 from app.models import Base
 from app.ops.connect import Connection
-from app.ops.seeding import copy_rows, discover_seeds, next_id
+from app.ops.seeding import copy_rows, discover_seeds, generate_rows, next_id
 from seeds.api import Fakes, Row, SeedTable
 
 
@@ -41,15 +41,10 @@ def create(conn: Connection, table: str, n: int = 1, *, seed: int = 1, **overrid
     ranges = {t: _id_range(conn, t) for t in referenced}
     start = next_id(conn, table)
     ranges[table] = (start, n)
-    copy_rows(
-        conn,
-        _Overridden(seed_table, overrides),
-        Fakes(seed, f"factory:{table}", ranges, pool_size=50),
-        start,
-        n,
-        freeze=False,
-        advance=None,
+    rows = generate_rows(
+        _Overridden(seed_table, overrides), Fakes(seed, f"factory:{table}", ranges, pool_size=50), start, n
     )
+    copy_rows(conn, table, tuple(str(c) for c in next(rows)), rows, freeze=False, advance=None)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql.SQL("SELECT * FROM {} WHERE id >= %s ORDER BY id").format(sql.Identifier(table)), (start,))
         return cur.fetchall()

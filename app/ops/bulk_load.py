@@ -7,8 +7,7 @@ so a failure leaves the schema exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
@@ -16,38 +15,55 @@ from psycopg import sql
 from app.ops.connect import Connection
 
 
-@contextmanager
-def deferred_indexes_and_keys(conn: Connection, tables: list[str]) -> Iterator[bool]:
-    """Drop the tables' foreign keys and plain indexes, yield, then rebuild them (validating every key).
+@dataclass
+class DeferredSchema:
+    """What was dropped, as the statements that rebuild it: each index once its table is loaded, each
+    foreign key once both of its tables are."""
 
-    Yields True when the tables were also truncated in this transaction, which allows COPY ... FREEZE.
-    """
+    indexes: dict[str, list[sql.SQL | sql.Composed]] = field(default_factory=dict)
+    keys: list[tuple[str, str, sql.SQL | sql.Composed]] = field(default_factory=list)
+    truncated: bool = False  # the tables were truncated in this transaction: COPY ... FREEZE is allowed
+
+    def ready(self, loaded: set[str]) -> list[tuple[str, sql.SQL | sql.Composed]]:
+        """Pop the (table, statement) pairs whose tables are all loaded now."""
+        out: list[tuple[str, sql.SQL | sql.Composed]] = []
+        for table in sorted(loaded & set(self.indexes)):
+            out += [(table, statement) for statement in self.indexes.pop(table)]
+        waiting = []
+        for table, referenced, statement in self.keys:
+            if table in loaded and referenced in loaded:
+                out.append((table, statement))
+            else:
+                waiting.append((table, referenced, statement))
+        self.keys = waiting
+        return out
+
+
+def defer_indexes_and_keys(conn: Connection, tables: list[str]) -> DeferredSchema:
+    """Drop the tables' foreign keys and plain indexes (primary and unique keys stay)."""
     fks = conn.execute(
-        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE contype = 'f' AND conrelid = ANY(%s::regclass[]) ORDER BY conrelid, conname",
+        "SELECT conrelid::regclass::text, confrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+        "FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[]) ORDER BY conrelid, conname",
         (tables,),
     ).fetchall()
     indexes = conn.execute(
-        "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index i "
+        "SELECT indrelid::regclass::text, indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index i "
         "WHERE indrelid = ANY(%s::regclass[]) "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY 1",
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY 1, 2",
         (tables,),
     ).fetchall()
-    for table, name, _ in fks:
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table), sql.Identifier(name)))
-    for name, _ in indexes:
+    deferred = DeferredSchema({t: [] for t in tables})
+    for table, name, definition in indexes:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-    truncated = True
+        deferred.indexes[table].append(sql.SQL(definition))
+    for table, referenced, name, definition in fks:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table), sql.Identifier(name)))
+        add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(table), sql.Identifier(name))
+        deferred.keys.append((table, referenced, add + sql.SQL(definition)))
     try:
         with conn.transaction():
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, tables))))
+        deferred.truncated = True
     except psycopg.errors.FeatureNotSupported:  # another table still references one of these
-        truncated = False
-    yield truncated
-    for _, definition in indexes:
-        conn.execute(definition)
-    for table, name, definition in fks:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(table), sql.Identifier(name))
-            + sql.SQL(definition)
-        )
+        deferred.truncated = False
+    return deferred

@@ -7,6 +7,7 @@ seed gives identical tables, byte for byte (`table_digests` proves it).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import ipaddress
 import json
@@ -14,10 +15,11 @@ import math
 import pkgutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache, partial
+from itertools import chain, islice
 from typing import Any
 
 import psycopg
@@ -25,7 +27,7 @@ from psycopg import sql
 
 import seeds
 from app.models import Base
-from app.ops.bulk_load import deferred_indexes_and_keys
+from app.ops.bulk_load import DeferredSchema, defer_indexes_and_keys
 from app.ops.connect import Connection
 from app.ops.console import Output
 from app.ops.errors import Failed, Refused
@@ -34,6 +36,7 @@ from seeds.api import POOL_SIZE, Fakes, SeedTable
 from seeds.scenarios import SCENARIOS
 
 PROGRESS_EVERY = 20_000
+PREFETCH_ROWS = 200_000  # rows generated ahead while the server rebuilds the previous table's indexes
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def app_tables_with_rows(conn: Connection) -> list[str]:
     return found
 
 
-def _rows(seed: SeedTable, f: Fakes, start: int, count: int) -> Iterator[tuple[object, ...]]:
+def generate_rows(seed: SeedTable, f: Fakes, start: int, count: int) -> Iterator[tuple[object, ...]]:
     """The column names first, then one tuple per row; every row must have the same keys in the same order."""
     first = seed.row(f, start)
     columns = tuple(first)
@@ -114,45 +117,54 @@ def seed_database(
 ) -> list[TableResult]:
     """Seed every table of `plan` inside the caller's transaction. A failure raises Failed; the caller rolls back.
 
-    Into empty tables the load runs like pg_restore: rows by COPY (FREEZE where allowed), then
-    indexes, then foreign keys, each key validated once for the whole table.
+    Into empty tables the load runs like pg_restore: rows by COPY (FREEZE where allowed), then the
+    indexes and foreign keys, each key validated once for the whole table. Each table's rebuild runs
+    on the server (in a pipeline) while this process already generates the next table's rows.
     """
     modules = discover_seeds()
     absent = [t for t in plan.counts if t not in modules]
     if absent:
         raise Refused(f"no seed module for table(s) {', '.join(absent)}", "add seeds/<table>.py defining SEED")
     tables = list(plan.counts)
-    bulk = deferred_indexes_and_keys(conn, tables) if not append else nullcontext(False)
+    id_ranges = {t: (next_id(conn, t) if append else 1, n) for t, n in plan.counts.items()}
+    deferred = DeferredSchema() if append else defer_indexes_and_keys(conn, tables)
+    order = tables  # foreign-key order: each table's keys are checked while the next one is generated
+    loaded = {t.name for t in Base.metadata.sorted_tables} - set(tables)
     results: list[TableResult] = []
-    current = tables[0]
+    current = order[0]
+    collecting = gc.isenabled()
+    gc.disable()  # millions of short-lived tuples: the cyclic collector would rescan them over and over
     try:
-        with bulk as freeze, out.progress() if out is not None else nullcontext(None) as progress:
-            id_ranges: dict[str, tuple[int, int]] = {}
-            for table, count in plan.counts.items():
-                current = table
+        with out.progress() if out is not None else nullcontext(None) as progress:
+            for table in order:
                 seed, module = modules[table]
-                start = next_id(conn, table) if append else 1
-                id_ranges[table] = (start, count)
+                count = plan.counts[table]
                 task = progress.add_task(table, total=count) if progress is not None else None
                 began = time.perf_counter()
-                copy_rows(
-                    conn,
-                    seed,
-                    Fakes(plan.seed, table, id_ranges, pool_size=min(POOL_SIZE, max(50, count))),
-                    start,
-                    count,
-                    freeze=bool(freeze),
-                    advance=partial(progress.advance, task) if progress is not None and task is not None else None,
-                )
+                fakes = Fakes(plan.seed, table, id_ranges, pool_size=min(POOL_SIZE, max(50, count)))
+                rows = generate_rows(seed, fakes, id_ranges[table][0], count)
+                current = table
+                columns = tuple(str(c) for c in next(rows))
+                rebuild = deferred.ready(loaded)
+                if rebuild:
+                    with conn.pipeline():
+                        for current, statement in rebuild:  # noqa: B007 -- `current` names the culprit on error
+                            conn.execute(statement)
+                        ahead = list(islice(rows, PREFETCH_ROWS))  # made while the server rebuilds
+                    current = table
+                    rows = chain(ahead, rows)
+                advance = partial(progress.advance, task) if progress is not None and task is not None else None
+                copy_rows(conn, table, columns, rows, freeze=deferred.truncated, advance=advance)
                 results.append(TableResult(table, module, count, time.perf_counter() - began))
                 failpoint(f"seed:after-{table}")
-            current = "(indexes and foreign keys)"
+                loaded.add(table)
+            for current, statement in deferred.ready(loaded):  # noqa: B007
+                conn.execute(statement)
     except psycopg.Error as exc:
-        module = modules[current][1] if current in modules else "seeds/"
+        module = modules[current][1]
         detail = exc.diag.message_primary or str(exc).splitlines()[0]
-        where = current if current in modules else ", ".join(tables) + " " + current
         raise Failed(
-            f"seed module {module} broke a constraint on table {where}: {detail}",
+            f"seed module {module} broke a constraint on table {current}: {detail}",
             f"fix {module}; the database was left as it was before the seed",
         ) from None
     except (KeyError, TypeError, ValueError) as exc:
@@ -161,7 +173,10 @@ def seed_database(
             f"seed module {module} made a bad row for table {current}: {type(exc).__name__}: {exc}",
             f"fix {module}; the database was left as it was before the seed",
         ) from None
-    return results
+    finally:
+        if collecting:
+            gc.enable()
+    return sorted(results, key=lambda r: tables.index(r.table))
 
 
 def next_id(conn: Connection, table: str) -> int:
@@ -201,31 +216,28 @@ def _column_oids(conn: Connection, table: str, columns: tuple[str, ...]) -> list
 
 def copy_rows(
     conn: Connection,
-    seed: SeedTable,
-    f: Fakes,
-    start: int,
-    count: int,
+    table: str,
+    columns: tuple[str, ...],
+    rows: Iterable[Sequence[Any]],
     *,
     freeze: bool,
     advance: Callable[[int], object] | None,
-) -> None:
-    """COPY one table's rows. Binary format where every column type allows it (about 3x faster than text)."""
-    rows = _rows(seed, f, start, count)
-    columns = tuple(str(c) for c in next(rows))
-    oids = _column_oids(conn, seed.name, columns)
+) -> int:
+    """COPY rows into one table. Binary format where every column type allows it (about 3x faster than text)."""
+    oids = _column_oids(conn, table, columns)
     binary = all(oid in _BINARY_OIDS for oid in oids)
     options = [o for o in ("FORMAT BINARY" if binary else "", "FREEZE" if freeze else "") if o]
     statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-        sql.Identifier(seed.name),
+        sql.Identifier(table),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.SQL(f" WITH ({', '.join(options)})" if options else ""),
     )
     converters = [(i, _CONVERTERS[oid]) for i, oid in enumerate(oids) if oid in _CONVERTERS] if binary else []
+    done = 0
     with conn.cursor() as cur, cur.copy(statement) as copy:
         if binary:
             copy.set_types(oids)
         write = copy.write_row
-        done = 0
         for row in rows:
             if converters:
                 values = list(row)
@@ -243,9 +255,10 @@ def copy_rows(
     if "id" in columns:
         conn.execute(
             sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
-                sql.Literal(seed.name), sql.Identifier(seed.name)
+                sql.Literal(table), sql.Identifier(table)
             )
         )
+    return done
 
 
 def table_digests(conn: Connection) -> dict[str, str]:
