@@ -102,5 +102,71 @@ def backup(c: Context, env: str = "int", dry_run: bool = False) -> None:
     _exit(commands.run_backup(env, dry_run))
 
 
-db = Collection("db", up, down, status, doctor, audit, stamp, migrate, seed, reset, revision, backup)
+@task(help={**ENV, "tier": "only this tier's backups"})
+def backups(c: Context, env: str = "int", tier: str = "") -> None:
+    """List backups: time, tier, size, revision, verified or not."""
+    _exit(commands.show_backups(env, tier or None))
+
+
+@task(
+    positional=["backup"],
+    help={
+        **ENV,
+        "deep": "also restore into a throwaway database on INT's server and compare",
+        "backup": "latest, or a backup file",
+    },
+)
+def verify(c: Context, backup: str | None = None, env: str = "int", deep: bool = False) -> None:
+    """Check a backup (latest or FILE): checksum and archive listing; --deep restores and compares."""
+    _exit(commands.verify(backup or "latest", env, deep))
+
+
+@task(
+    help={
+        **ENV,
+        **DRY,
+        **CONFIRM,
+        "from_": "latest (of the target tier) or a backup file",
+        "allow_prod_data": "allow restoring a PROD backup into INT/STG (unsanitized!)",
+    }
+)
+def restore(
+    c: Context,
+    env: str = "int",
+    from_: str = "latest",
+    confirm: str = "",
+    allow_prod_data: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Restore a backup into a scratch database, check it, then swap it in (target backed up first)."""
+    _exit(commands.run_restore(env, from_, confirm or None, allow_prod_data, dry_run))
+
+
+@task(
+    name="prune-backups",
+    help={**ENV, "keep": "newest backups to keep per tier (default BACKUP_KEEP)", "yes": "really delete"},
+)
+def prune_backups(c: Context, env: str = "int", keep: int = 0, yes: bool = False) -> None:
+    """Delete all but the newest N backups per tier (never a tier's only verified one); --yes to delete."""
+    _exit(commands.prune_backups(env, keep or None, yes))
+
+
+db = Collection(
+    "db",
+    up,
+    down,
+    status,
+    doctor,
+    audit,
+    stamp,
+    migrate,
+    seed,
+    reset,
+    revision,
+    backup,
+    backups,
+    verify,
+    restore,
+    prune_backups,
+)
 namespace = Collection(db)

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
-from app.ops import audit_report, backup, cluster, doctor, migrate, reset, revision, stamping, status
+from app.ops import (
+    audit_report,
+    backup,
+    backup_files,
+    backup_verify,
+    cluster,
+    doctor,
+    migrate,
+    reset,
+    restore,
+    retention,
+    revision,
+    stamping,
+    status,
+)
+from app.ops.config import target_for
+from app.ops.guard import open_target
 from app.ops.runner import TaskContext, run_task
+from app.ops.tiers import Tier
 
 
 def up(env: str | None = None, dry_run: bool = False) -> int:
@@ -113,3 +130,48 @@ def run_backup(env: str | None = None, dry_run: bool = False) -> int:
         return 0
 
     return run_task("backup", env, {}, body, dry_run=dry_run)
+
+
+def show_backups(env: str | None = None, tier: str | None = None) -> int:
+    def body(ctx: TaskContext) -> int:
+        retention.show_backups(ctx.settings, ctx.out, tier.lower() if tier else None)
+        return 0
+
+    return run_task("backups", env, {"tier": tier}, body)
+
+
+def verify(spec: str = "latest", env: str | None = None, deep: bool = False) -> int:
+    def body(ctx: TaskContext) -> int:
+        found = backup_files.resolve_backup(ctx.settings.backups_dir, spec, None)
+        ctx.facts["file"] = found.path.name
+        server = open_target(ctx.settings, target_for(ctx.settings, Tier.INT)) if deep else None
+        backup_verify.verify_backup(ctx.settings, found, deep=deep, server=server, out=ctx.out)
+        return 0
+
+    return run_task("verify", env, {"spec": spec, "deep": deep}, body)
+
+
+def run_restore(
+    env: str | None = None,
+    source: str = "latest",
+    confirm: str | None = None,
+    allow_prod_data: bool = False,
+    dry_run: bool = False,
+) -> int:
+    return run_task(
+        "restore",
+        env,
+        {"from": source, "allow_prod_data": allow_prod_data},
+        lambda ctx: restore.restore_task(ctx, source, allow_prod_data=allow_prod_data),
+        confirm=confirm,
+        dry_run=dry_run,
+    )
+
+
+def prune_backups(env: str | None = None, keep: int | None = None, yes: bool = False) -> int:
+    return run_task(
+        "prune-backups",
+        env,
+        {"keep": keep, "yes": yes},
+        lambda ctx: retention.prune_task(ctx.settings, ctx.out, keep=keep, yes=yes),
+    )

@@ -1,0 +1,124 @@
+"""db.restore: a backup restored into a fresh scratch database first, checked, then swapped in.
+
+A failed or killed restore leaves the target as it was (the next run removes the scratch
+database). The result is re-stamped with the target's tier, so a PROD backup restored into STG
+becomes STG. The target is backed up first (STG, PROD); a backup whose checksum fails, or that
+comes from a newer PostgreSQL major than the target server, is refused before anything is touched.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+from app.ops.backup import count_rows, take_backup, user_tables
+from app.ops.backup_files import Backup, resolve_backup
+from app.ops.backup_verify import check_file
+from app.ops.connect import connect, server_major_version
+from app.ops.errors import Refused
+from app.ops.failpoints import failpoint
+from app.ops.locks import exclusive
+from app.ops.pg_restore import restore_archive
+from app.ops.pgtools import require_bindir, tool_major_version
+from app.ops.revisions import current_revision
+from app.ops.runner import TaskContext
+from app.ops.scratch import admin_target, database_exists, drop_leftovers, scratch_database, swap_in
+from app.ops.stamp import write_stamp
+from app.ops.tiers import Tier
+
+RESTORE_PURPOSES = ("restore", "old")
+
+
+def _major(version: object) -> int:
+    try:
+        return int(str(version).split(".")[0].split()[0])
+    except ValueError:
+        return 0
+
+
+def check_versions(ctx: TaskContext, backup: Backup) -> None:
+    with connect(admin_target(ctx.target), read_only=True) as conn:
+        server = server_major_version(conn)
+    made_on = _major(backup.manifest.get("server_version"))
+    if made_on > server:
+        raise Refused(
+            f"{backup.path.name} comes from PostgreSQL {made_on}; the {ctx.tier.value.upper()} server runs "
+            f"PostgreSQL {server}, which cannot restore it",
+            f"restore into a PostgreSQL {made_on} server",
+        )
+    bindir = require_bindir(ctx.settings.values, ("pg_restore",))
+    dumped_by = int(backup.manifest.get("pg_dump_version") or 0)
+    if dumped_by > tool_major_version(bindir, "pg_restore"):
+        raise Refused(
+            f"{backup.path.name} was written by pg_dump {dumped_by}; this machine's pg_restore is older",
+            f"install PostgreSQL {dumped_by} client tools",
+        )
+
+
+def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) -> int:
+    settings, target, out, tier = ctx.settings, ctx.target, ctx.out, ctx.tier
+    backup = resolve_backup(settings.backups_dir, spec, tier.value)
+    ctx.facts["from"] = backup.path.name
+    source_tier = str(backup.manifest.get("tier", backup.tier))
+    if source_tier == Tier.PROD.value and tier is not Tier.PROD and not allow_prod_data:
+        raise Refused(
+            f"{backup.path.name} is a PROD backup: restoring it into {tier.value.upper()} copies real "
+            "people's data there unsanitized",
+            "use invoke db.refresh-staging for a sanitized copy, or pass --allow-prod-data if you must",
+        )
+    listing = check_file(settings, backup)
+    check_versions(ctx, backup)
+    out.ok(
+        f"{backup.path.name}: checksum matches; {source_tier.upper()} '{backup.manifest.get('database')}' at "
+        f"revision {backup.manifest.get('revision')}, {sum(dict(backup.manifest.get('rows', {})).values()):,} rows"
+    )
+    if ctx.dry_run:
+        steps = ["back up the target"] if ctx.clearance.rule.backup_first else []
+        steps += [
+            "restore into a scratch database",
+            f"re-stamp it {tier.value.upper()}",
+            "compare rows with the manifest",
+            f"swap it in as {target.dbname}",
+        ]
+        out.plan(", then ".join(steps))
+        return 0
+    admin = admin_target(target)
+    drop_leftovers(admin, target.dbname, RESTORE_PURPOSES, out)
+    bindir = require_bindir(settings.values, ("pg_restore",))
+    with connect(admin, read_only=True) as conn:
+        target_exists = database_exists(conn, target.dbname)
+    # the target's own lock keeps resets and migrations out until the swap (which needs no sessions on it)
+    lock = exclusive(target, "restore") if target_exists else nullcontext()
+    with scratch_database(admin, target.dbname, "restore") as scratch:
+        with lock:
+            if ctx.clearance.rule.backup_first and target_exists:
+                before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
+                ctx.facts["backup"] = before.path.name
+            into = scratch.target(target)
+            restore_archive(bindir, backup.path, into, len(listing.data_tables), out)
+            with connect(into) as conn:
+                write_stamp(conn, tier, target.dbname)
+            with connect(into, read_only=True) as conn:
+                rows = count_rows(conn, user_tables(conn))
+                revision = current_revision(conn)
+            expected = {k: int(v) for k, v in dict(backup.manifest.get("rows", {})).items()}
+            if rows != expected:
+                bad = sorted(t for t in set(rows) | set(expected) if rows.get(t) != expected.get(t))
+                raise Refused(
+                    f"the restored copy differs from the manifest in {', '.join(bad)}; the target is untouched",
+                    "verify the backup: invoke db.verify " + backup.path.name,
+                )
+        failpoint("restore:before-swap")
+        swap_in(
+            admin,
+            target.dbname,
+            scratch.name,
+            keep_old_as=None,
+            wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
+            out=out,
+        )
+    ctx.facts["revision"] = revision
+    out.ok(
+        f"restored {backup.path.name} into {target.dbname} (stamped {tier.value.upper()}, revision {revision}, "
+        f"{sum(rows.values()):,} rows)"
+    )
+    return 0
