@@ -76,6 +76,16 @@ class Target:
         params.update(extra or {})
         return make_conninfo("", **params)
 
+    def url(self) -> str:
+        """The full URL, password included: for handing to our own settings, never for printing."""
+        userinfo = quote(self.user, safe="")
+        if self.password:
+            userinfo += ":" + quote(self.password, safe="")
+        query = {k: v for k, v in self.params.items() if k not in {"user", "password", "dbname"}}
+        at = f"{userinfo}@" if userinfo else ""
+        return f"postgresql://{at}/{quote(self.dbname, safe='')}?" + "&".join(
+            f"{k}={quote(v, safe='/')}" for k, v in query.items())
+
     def masked(self) -> str:
         """postgresql://user:***@host:port/db?sslmode=... — safe to print anywhere."""
         userinfo = quote(self.user, safe="")
