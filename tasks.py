@@ -151,6 +151,18 @@ def prune_backups(c: Context, env: str = "int", keep: int = 0, yes: bool = False
     _exit(commands.prune_backups(env, keep or None, yes))
 
 
+@task(name="refresh-staging", help={**ENV, **DRY, "undo": "put the previous STG back"})
+def refresh_staging(c: Context, env: str = "stg", undo: bool = False, dry_run: bool = False) -> None:
+    """Copy PROD into STG, sanitized inside PROD, verified, swapped in atomically (previous STG kept)."""
+    _exit(commands.refresh_staging(env, undo, dry_run))
+
+
+@task(name="sanitize-check", help=ENV)
+def sanitize_check(c: Context, env: str = "prod") -> None:
+    """Does the sanitizing policy cover PROD's live schema? Reads PROD's catalog only."""
+    _exit(commands.sanitize_check(env))
+
+
 db = Collection(
     "db",
     up,
@@ -168,5 +180,7 @@ db = Collection(
     verify,
     restore,
     prune_backups,
+    refresh_staging,
+    sanitize_check,
 )
 namespace = Collection(db)

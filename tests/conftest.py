@@ -42,7 +42,7 @@ def _no_agent_markers(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def local_server() -> Iterator[ThrowawayCluster]:
     """The INT/STG server: Unix socket and TCP on 127.0.0.1, trust authentication."""
-    cluster = ThrowawayCluster("local").start()
+    cluster = ThrowawayCluster("local", listen=("127.0.0.1", "127.0.0.2")).start()
     yield cluster
     cluster.destroy()
 

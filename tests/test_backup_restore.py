@@ -65,7 +65,9 @@ def test_backup_writes_a_private_file_and_a_complete_manifest(tiers: Tiers, tmp_
     }
     assert manifest["tier"] == "prod" and manifest["revision"] == "0002"
     assert manifest["rows"]["public.users"] == 3 and manifest["size_bytes"] == dump.stat().st_size
-    assert "app:***@" in manifest["source"] and str(tiers.prod.password) not in dump.with_suffix(".dump.json").read_text()
+    assert (
+        "app:***@" in manifest["source"] and str(tiers.prod.password) not in dump.with_suffix(".dump.json").read_text()
+    )
     assert f"backup {dump}" in proc.stdout and "sha256" in proc.stdout
 
 

@@ -10,6 +10,7 @@ from app.ops import (
     cluster,
     doctor,
     migrate,
+    refresh,
     reset,
     restore,
     retention,
@@ -175,3 +176,13 @@ def prune_backups(env: str | None = None, keep: int | None = None, yes: bool = F
         {"keep": keep, "yes": yes},
         lambda ctx: retention.prune_task(ctx.settings, ctx.out, keep=keep, yes=yes),
     )
+
+
+def refresh_staging(env: str | None = None, undo: bool = False, dry_run: bool = False) -> int:
+    return run_task(
+        "refresh-staging", env, {"undo": undo}, lambda ctx: refresh.refresh_task(ctx, undo=undo), dry_run=dry_run
+    )
+
+
+def sanitize_check(env: str | None = None) -> int:
+    return run_task("sanitize-check", env, {}, refresh.sanitize_check_task)

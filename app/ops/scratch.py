@@ -116,58 +116,68 @@ def scratch_database(admin: Target, live: str, purpose: str) -> Iterator[Scratch
         conn.close()
 
 
+def rename_atomically(
+    admin: Target, renames: list[tuple[str, str]], *, wait_seconds: float, out: Output | None
+) -> None:
+    """Apply every (old, new) rename in one transaction, after the databases involved have no sessions.
+
+    Sessions are waited for (up to `wait_seconds`), then terminated, with a line saying so: a database
+    cannot be renamed under open sessions, and waiting forever would let one idle client block the
+    operation. Apps reconnect and find the new database under the old name.
+    """
+    involved = sorted({old for old, _ in renames})
+    with connect(admin, autocommit=True) as conn:
+        deadline = time.monotonic() + wait_seconds
+        busy = {name: _sessions(conn, name) for name in involved}
+        if any(busy.values()) and out is not None:
+            names = ", ".join(f"{n} ({c})" for n, c in busy.items() if c)
+            out.info(f"waiting up to {wait_seconds:g}s for the sessions on {names} to close")
+        while any(_sessions(conn, n) for n in involved) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for attempt in range(50):
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+                (involved,),
+            ).fetchone()
+            if ended and ended[0] and out is not None and attempt == 0:
+                out.warn(f"terminated {ended[0]} session(s) still connected to {', '.join(involved)}")
+            try:
+                with conn.transaction():
+                    for old, new in renames:
+                        conn.execute(
+                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+                        )
+                return
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
+        raise Failed(
+            f"could not rename {', '.join(involved)}: sessions keep reconnecting",
+            "stop the app's connections and try again",
+        )
+
+
 def swap_in(
     admin: Target, live: str, replacement: str, *, keep_old_as: str | None, wait_seconds: float, out: Output | None
 ) -> str:
-    """Rename `live` away and `replacement` into its place, in one transaction; returns the old one's name.
-
-    Sessions still connected to `live` are waited for (up to `wait_seconds`), then terminated: a
-    rename cannot happen under open sessions, and waiting forever would let one idle client block
-    the whole operation. The old database is dropped unless `keep_old_as` names where to keep it.
-    """
+    """Put `replacement` in place of `live` atomically; the old one is dropped, or kept as `keep_old_as`."""
     old = keep_old_as or scratch_name(live, "old")
     with connect(admin, autocommit=True) as conn:
         exists = database_exists(conn, live)
         if keep_old_as and exists:
             drop_database(conn, keep_old_as)  # the copy kept by the previous swap makes room for this one
-        deadline = time.monotonic() + wait_seconds
-        told = False
-        while exists and _sessions(conn, live) and time.monotonic() < deadline:
-            if not told and out is not None:
-                out.info(f"waiting up to {wait_seconds:g}s for {_sessions(conn, live)} session(s) on {live} to close")
-                told = True
-            time.sleep(0.2)
-        for attempt in range(50):
-            if exists:
-                left = conn.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (live,),
-                ).fetchone()
-                if left and left[0] and out is not None and attempt == 0:
-                    out.warn(f"terminated {left[0]} session(s) still connected to {live}")
-            try:
-                with conn.transaction():
-                    if exists:
-                        conn.execute(
-                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(old))
-                        )
-                    conn.execute(
-                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(replacement), sql.Identifier(live)
-                        )
-                    )
-                break
-            except psycopg.errors.ObjectInUse:
-                time.sleep(0.1)
-        else:
-            raise Failed(
-                f"could not swap {replacement} into {live}: sessions keep reconnecting",
-                "stop the app's connections to it and try again",
-            )
-        if exists and not keep_old_as:
+    renames = ([(live, old)] if exists else []) + [(replacement, live)]
+    rename_atomically(admin, renames, wait_seconds=wait_seconds, out=out)
+    if exists and not keep_old_as:
+        with connect(admin, autocommit=True) as conn:
             drop_database(conn, old)
     return old
+
+
+def exchange(admin: Target, a: str, b: str, *, wait_seconds: float, out: Output | None) -> None:
+    """Swap the names of two databases atomically (db.refresh-staging --undo)."""
+    parking = scratch_name(a, "exchange")
+    rename_atomically(admin, [(a, parking), (b, a), (parking, b)], wait_seconds=wait_seconds, out=out)
 
 
 def _sessions(conn: Connection, name: str) -> int:

@@ -84,7 +84,8 @@ class Target:
         query = {k: v for k, v in self.params.items() if k not in {"user", "password", "dbname"}}
         at = f"{userinfo}@" if userinfo else ""
         return f"postgresql://{at}/{quote(self.dbname, safe='')}?" + "&".join(
-            f"{k}={quote(v, safe='/')}" for k, v in query.items())
+            f"{k}={quote(v, safe='/')}" for k, v in query.items()
+        )
 
     def masked(self) -> str:
         """postgresql://user:***@host:port/db?sslmode=... — safe to print anywhere."""
