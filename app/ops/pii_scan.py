@@ -14,7 +14,9 @@ from psycopg import sql
 
 from app.ops.connect import Connection
 from app.ops.sanitize_policy import Coverage, LiveTable
-from app.ops.sanitize_sql import HASHED_KINDS, fake_expression, word_list_cte, word_lists
+from app.ops.sanitize_sql import fake_parts, inline, lists_cte, word_lists
+
+LIST_NAMES = ("first", "last", "street", "city", "sentence", "paragraph", "domain", "area")
 
 SCANNED_KINDS = {"email", "name", "phone"}
 TEXT_CATEGORIES = {"S"}
@@ -56,39 +58,52 @@ def load_probe(conn: Connection, prod_hashes: set[bytes]) -> None:
             copy.write_row((h,))
 
 
+REROLLED_KINDS = {"email", "name", "phone", "address"}
+
+
 def reroll_coincidences(
     conn: Connection, tables: list[LiveTable], coverage: Coverage, salt: str, rounds: int = 8
 ) -> int:
     """A fake can coincide with a real value (a made-up 'Ann Lee' while PROD has an Ann Lee): draw such
-    fakes again, from a hash of the fake itself, until none coincides. Deterministic for the same PROD."""
+    fakes again, from a hash of the fake itself, until none coincides. Deterministic for the same PROD.
+
+    One pass over the column finds the coincidences; later rounds work on those rows only.
+    """
     words, fixed = word_lists(), 0
     for table in tables:
         rules = coverage.rules.get(table.qualified, {})
         for column in table.columns:
             rule = rules.get(column.name)
-            if rule is None or rule.kind not in HASHED_KINDS or column.category not in TEXT_CATEGORIES:
+            if rule is None or rule.kind not in REROLLED_KINDS or column.category not in TEXT_CATEGORIES:
                 continue
-            col = sql.SQL("t.{}").format(sql.Identifier(column.name)).as_string(conn)
+            source = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+            col = sql.Identifier(column.name)
+            conn.execute("DROP TABLE IF EXISTS pii_hits")
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE pii_hits ON COMMIT DROP AS SELECT ctid AS row_id, {c}::text AS fake_value "
+                    "FROM ONLY {src} WHERE {h} IN (SELECT h FROM pii_probe)"
+                ).format(c=col, src=source, h=_hash(col, salt))
+            )
+            hits = conn.execute("SELECT count(*) FROM pii_hits").fetchone()
+            if not hits or not hits[0]:
+                continue
+            fixed += int(hits[0])
             for n in range(rounds):
-                again = (
-                    f"sha256(convert_to({sql.Literal(salt).as_string(conn)} || 'again:{n}:' || {col}::text, 'UTF8'))"
+                again = f"sha256(convert_to({sql.Literal(salt).as_string(conn)} || 'again:{n}:' || fake_value, 'UTF8'))"
+                fake = inline(fake_parts(rule.kind, "fake_value", again, "r", words))
+                reroll = sql.SQL("{} UPDATE pii_hits SET fake_value = {} WHERE {} IN (SELECT h FROM pii_probe)")
+                query = reroll.format(
+                    lists_cte(words, set(LIST_NAMES)), sql.SQL(fake), _hash(sql.SQL("fake_value"), salt)
                 )
-                fake = fake_expression(rule.kind, col, again, words)
-                update = sql.SQL(
-                    "{} UPDATE {}.{} t SET {} = ({})::{} FROM w WHERE {} IN (SELECT h FROM pii_probe)"
-                ).format(
-                    word_list_cte(words),
-                    sql.Identifier(table.schema),
-                    sql.Identifier(table.name),
-                    sql.Identifier(column.name),
-                    sql.SQL(fake),
-                    sql.SQL(column.type_name),
-                    _hash(sql.SQL(col), salt),
-                )
-                changed = conn.execute(update).rowcount
-                fixed += max(changed, 0)
+                changed = conn.execute(query).rowcount
                 if changed <= 0:
                     break
+            conn.execute(
+                sql.SQL(
+                    "UPDATE ONLY {src} t SET {c} = h.fake_value::{ty} FROM pii_hits h WHERE t.ctid = h.row_id"
+                ).format(src=source, c=col, ty=sql.SQL(column.type_name))
+            )
     return fixed
 
 

@@ -9,6 +9,7 @@ come from Faker-made word lists, sent inside the query as literals (PROD stays r
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -77,70 +78,109 @@ def keyed_hash(value_sql: sql.Composable, salt_value: str) -> sql.Composed:
     return sql.SQL("sha256(convert_to({} || {}, 'UTF8'))").format(sql.Literal(salt_value), value_sql)
 
 
-def _pick(hash_name: str, offset: int, array: str, size: int) -> str:
-    """An element of a word list chosen by 4 bytes of the hash (1-based arrays)."""
+def text_seed(salt_value: str) -> int:
+    """A signed 64-bit seed for hashtextextended(), derived from the salt (for long free text)."""
+    return int.from_bytes(hashlib.sha256(salt_value.encode()).digest()[:8], "big", signed=True)
+
+
+def lists(words: WordLists) -> dict[str, tuple[str, ...]]:
+    return {
+        "first": words.first,
+        "last": words.last,
+        "street": words.street,
+        "city": words.city,
+        "sentence": words.sentence,
+        "paragraph": words.paragraph,
+        "domain": EMAIL_DOMAINS,
+        "area": AREA_CODES,
+    }
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One word drawn from a list: `list_name[index]` (1-based), reached as `alias.v`."""
+
+    list_name: str
+    alias: str
+    index: str
+
+
+@dataclass(frozen=True)
+class Fake:
+    expression: str  # SQL text; words appear as <alias>.v
+    picks: tuple[Pick, ...]
+
+
+def _bytes_index(h: str, offset: int, size: int) -> str:
+    """1 + (3 bytes of the hash, as a number) mod size: integer arithmetic, no string work."""
     return (
-        f"w.{array}[1 + (('x' || encode(substring({hash_name} from {offset + 1} for 4), 'hex'))::bit(32)::bigint"
-        f" % {size})]"
+        f"1 + ((get_byte({h}, {offset}) * 65536 + get_byte({h}, {offset + 1}) * 256 + "
+        f"get_byte({h}, {offset + 2})) % {size})"
     )
 
 
-def _number(hash_name: str, offset: int, modulo: int) -> str:
-    return f"((('x' || encode(substring({hash_name} from {offset + 1} for 4), 'hex'))::bit(32)::bigint) % {modulo})"
+def fake_parts(kind: str, column: str, h: str, prefix: str, words: WordLists) -> Fake:
+    """The fake for one value of `column`, from the hash expression `h` (bytea, or bigint for free text)."""
+    sizes = {name: len(values) for name, values in lists(words).items()}
+    picks: list[Pick] = []
 
+    def pick(list_name: str, offset: int) -> str:
+        alias = f"{prefix}_{list_name}"
+        picks.append(Pick(list_name, alias, _bytes_index(h, offset, sizes[list_name])))
+        return f"{alias}.v"
 
-def fake_expression(kind: str, column: str, hash_name: str, words: WordLists) -> str:
-    """SQL text of the fake for one value (column and hash are already-quoted names)."""
     if kind == "email":
-        return (
-            f"lower({_pick(hash_name, 0, 'first', len(words.first))} || '.' || "
-            f"{_pick(hash_name, 4, 'last', len(words.last))} || '.' || "
-            f"substr(encode({hash_name}, 'hex'), 17, 10)) || '@' || "
-            f"{_pick(hash_name, 8, 'domain', len(EMAIL_DOMAINS))}"
+        expression = (
+            f"lower({pick('first', 0)} || '.' || {pick('last', 3)} || '.' || "
+            f"substr(encode({h}, 'hex'), 17, 10)) || '@' || {pick('domain', 6)}"
         )
-    if kind == "name":
-        first, last = _pick(hash_name, 0, "first", len(words.first)), _pick(hash_name, 4, "last", len(words.last))
-        return f"{first} || ' ' || {last}"
-    if kind == "phone":
-        return (
-            f"'+1-' || {_pick(hash_name, 0, 'area', len(AREA_CODES))} || '-555-' || "
-            f"lpad({_number(hash_name, 4, 10000)}::text, 4, '0')"
+    elif kind == "name":
+        expression = f"{pick('first', 0)} || ' ' || {pick('last', 3)}"
+    elif kind == "phone":
+        expression = (
+            f"'+1-' || {pick('area', 0)} || '-555-' || "
+            f"lpad(((get_byte({h}, 3) * 256 + get_byte({h}, 4)) % 10000)::text, 4, '0')"
         )
-    if kind == "address":
-        street, city = _pick(hash_name, 4, "street", len(words.street)), _pick(hash_name, 8, "city", len(words.city))
-        return f"(100 + {_number(hash_name, 0, 9800)})::text || ' ' || {street} || ', ' || {city}"
-    if kind == "free_text":
-        return (
-            f"CASE WHEN length({column}::text) > 200 THEN {_pick(hash_name, 0, 'paragraph', len(words.paragraph))} "
-            f"ELSE {_pick(hash_name, 0, 'sentence', len(words.sentence))} END"
+    elif kind == "address":
+        expression = (
+            f"(100 + (get_byte({h}, 0) * 256 + get_byte({h}, 1)) % 9800)::text || ' ' || "
+            f"{pick('street', 3)} || ', ' || {pick('city', 6)}"
         )
-    if kind == "ip":
-        return (
-            f"'10.' || get_byte({hash_name}, 0) || '.' || get_byte({hash_name}, 1) || '.' || get_byte({hash_name}, 2)"
-        )
-    raise ValueError(kind)
+    elif kind == "ip":
+        expression = f"'10.' || get_byte({h}, 0) || '.' || get_byte({h}, 1) || '.' || get_byte({h}, 2)"
+    elif kind == "free_text":  # h is a bigint here: long text is hashed with hashtextextended, much cheaper
+        for name in ("paragraph", "sentence"):
+            size = sizes[name]
+            picks.append(Pick(name, f"{prefix}_{name}", f"1 + ((({h}) % {size} + {size}) % {size})"))
+        expression = f"CASE WHEN length({column}::text) > 200 THEN {prefix}_paragraph.v ELSE {prefix}_sentence.v END"
+    else:
+        raise ValueError(kind)
+    return Fake(expression, tuple(picks))
+
+
+def inline(fake: Fake) -> str:
+    """The fake as one expression, each word fetched by a scalar subquery (for a few rows at a time)."""
+    text = fake.expression
+    for p in fake.picks:
+        text = text.replace(f"{p.alias}.v", f"(SELECT v FROM {p.list_name} WHERE i = {p.index})")
+    return text
 
 
 HASHED_KINDS = {"email", "name", "phone", "address", "free_text", "ip"}
 
 
-def word_list_cte(words: WordLists) -> sql.Composed:
-    def array(values: tuple[str, ...]) -> sql.Composed:
-        return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
-
-    return sql.SQL(
-        "WITH w AS (SELECT {} AS first, {} AS last, {} AS street, {} AS city, {} AS sentence, {} AS paragraph, "
-        "{} AS domain, {} AS area)"
-    ).format(
-        array(words.first),
-        array(words.last),
-        array(words.street),
-        array(words.city),
-        array(words.sentence),
-        array(words.paragraph),
-        array(EMAIL_DOMAINS),
-        array(AREA_CODES),
-    )
+def lists_cte(words: WordLists, used: set[str]) -> sql.Composed:
+    """WITH first(i, v) AS (...), ...: each word list as a small table, joined by hash (O(1) per row)."""
+    parts = []
+    for name, values in lists(words).items():
+        if name in used:
+            array = sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
+            parts.append(
+                sql.SQL("{}(i, v) AS (SELECT i::int, v FROM unnest({}) WITH ORDINALITY AS u(v, i))").format(
+                    sql.Identifier(name), array
+                )
+            )
+    return sql.SQL("WITH ") + sql.SQL(", ").join(parts) if parts else sql.Composed([])
 
 
 def sanitized_select(table: LiveTable, rules: dict[str, Rule], salt_value: str) -> sql.Composed:
@@ -148,6 +188,7 @@ def sanitized_select(table: LiveTable, rules: dict[str, Rule], salt_value: str) 
     words = word_lists()
     outputs: list[sql.Composable] = []
     hashes: list[sql.Composable] = []
+    picks: list[Pick] = []
     for i, column in enumerate(table.columns):
         rule = rules[column.name]
         col = sql.SQL("t.{}").format(sql.Identifier(column.name))
@@ -162,18 +203,29 @@ def sanitized_select(table: LiveTable, rules: dict[str, Rule], salt_value: str) 
         elif rule.kind == "sql":
             outputs.append(sql.SQL("({})::{}").format(sql.SQL(rule.argument), cast))
         else:
-            hash_name = f"k.h{i}"
-            as_text = "lower(trim({}::text))" if rule.kind == "email" else "{}::text"
-            source = sql.SQL(as_text).format(col)
-            hashes.append(sql.SQL("{} AS {}").format(keyed_hash(source, salt_value), sql.Identifier(f"h{i}")))
-            column_text = col.as_string(None)
-            fake = fake_expression(rule.kind, column_text, hash_name, words)
-            outputs.append(sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(fake), cast))
-    lateral = sql.SQL(", LATERAL (SELECT {}) k").format(sql.SQL(", ").join(hashes)) if hashes else sql.SQL("")
-    return sql.SQL("{} SELECT {} FROM ONLY {}.{} t CROSS JOIN w{}").format(
-        word_list_cte(words),
+            if rule.kind == "free_text":
+                source = sql.SQL("hashtextextended({}::text, {})").format(col, sql.Literal(text_seed(salt_value)))
+            else:
+                as_text = "lower(trim({}::text))" if rule.kind == "email" else "{}::text"
+                source = keyed_hash(sql.SQL(as_text).format(col), salt_value)
+            hashes.append(sql.SQL("{} AS {}").format(source, sql.Identifier(f"h{i}")))
+            fake = fake_parts(rule.kind, f't."{column.name}"', f"k.h{i}", f"c{i}", words)
+            picks += fake.picks
+            outputs.append(
+                sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(fake.expression), cast)
+            )
+    lateral = sql.SQL(" CROSS JOIN LATERAL (SELECT {}) k").format(sql.SQL(", ").join(hashes)) if hashes else sql.SQL("")
+    joins = sql.SQL("").join(
+        sql.SQL(" LEFT JOIN {} {} ON {}.i = {}").format(
+            sql.Identifier(p.list_name), sql.SQL(p.alias), sql.SQL(p.alias), sql.SQL(p.index)
+        )
+        for p in picks
+    )
+    return sql.SQL("{} SELECT {} FROM ONLY {}.{} t{}{}").format(
+        lists_cte(words, {p.list_name for p in picks}),
         sql.SQL(", ").join(outputs),
         sql.Identifier(table.schema),
         sql.Identifier(table.name),
         lateral,
+        joins,
     )
