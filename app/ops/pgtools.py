@@ -96,13 +96,14 @@ def _passfile_escape(value: str) -> str:
 
 @contextmanager
 def tool_environment(
-    target: Target, *, read_only: bool = False, base: Mapping[str, str] | None = None
+    target: Target, *, read_only: bool = False, base: Mapping[str, str] | None = None, options: str = ""
 ) -> Iterator[dict[str, str]]:
     """Environment for a libpq tool aimed at `target`: password in a private passfile only."""
     env = clean_environment(os.environ if base is None else base)
     env["PGAPPNAME"] = "guarded-db-tools"
-    if read_only:
-        env["PGOPTIONS"] = "-c default_transaction_read_only=on"
+    pgoptions = " ".join(o for o in (options, "-c default_transaction_read_only=on" if read_only else "") if o)
+    if pgoptions:
+        env["PGOPTIONS"] = pgoptions
     if target.password is None:
         yield env
         return

@@ -8,15 +8,16 @@ matches per column.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from psycopg import sql
 
-from app.ops.connect import Connection
+from app.ops.connect import Connection, connect
 from app.ops.sanitize_policy import Coverage, LiveTable
-from app.ops.sanitize_sql import fake_parts, inline, lists_cte, word_lists
-
-LIST_NAMES = ("first", "last", "street", "city", "sentence", "paragraph", "domain", "area")
+from app.ops.sanitize_sql import fake_parts, inline, word_lists
+from app.ops.targets import Target
 
 SCANNED_KINDS = {"email", "name", "phone"}
 TEXT_CATEGORIES = {"S"}
@@ -67,9 +68,11 @@ def reroll_coincidences(
     """A fake can coincide with a real value (a made-up 'Ann Lee' while PROD has an Ann Lee): draw such
     fakes again, from a hash of the fake itself, until none coincides. Deterministic for the same PROD.
 
-    One pass over the column finds the coincidences; later rounds work on those rows only.
+    One pass over the column finds the coinciding values; later rounds work on those values only, and
+    every row holding one gets the same new fake.
     """
     words, fixed = word_lists(), 0
+    literal_salt = sql.Literal(salt).as_string(conn)
     for table in tables:
         rules = coverage.rules.get(table.qualified, {})
         for column in table.columns:
@@ -79,37 +82,31 @@ def reroll_coincidences(
             source = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
             col = sql.Identifier(column.name)
             conn.execute("DROP TABLE IF EXISTS pii_hits")
-            conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE pii_hits ON COMMIT DROP AS SELECT ctid AS row_id, {c}::text AS fake_value "
-                    "FROM ONLY {src} WHERE {h} IN (SELECT h FROM pii_probe)"
-                ).format(c=col, src=source, h=_hash(col, salt))
+            find = sql.SQL(
+                "CREATE TEMP TABLE pii_hits ON COMMIT DROP AS SELECT DISTINCT {c}::text AS old_value, "
+                "{c}::text AS fake_value FROM ONLY {src} WHERE {h} IN (SELECT h FROM pii_probe)"
             )
+            conn.execute(find.format(c=col, src=source, h=_hash(col, salt)))
             hits = conn.execute("SELECT count(*) FROM pii_hits").fetchone()
             if not hits or not hits[0]:
                 continue
             fixed += int(hits[0])
             for n in range(rounds):
-                again = f"sha256(convert_to({sql.Literal(salt).as_string(conn)} || 'again:{n}:' || fake_value, 'UTF8'))"
-                fake = inline(fake_parts(rule.kind, "fake_value", again, "r", words))
-                reroll = sql.SQL("{} UPDATE pii_hits SET fake_value = {} WHERE {} IN (SELECT h FROM pii_probe)")
-                query = reroll.format(
-                    lists_cte(words, set(LIST_NAMES)), sql.SQL(fake), _hash(sql.SQL("fake_value"), salt)
-                )
-                changed = conn.execute(query).rowcount
-                if changed <= 0:
+                again = f"sha256(convert_to({literal_salt} || 'again:{n}:' || fake_value, 'UTF8'))"
+                fake = inline(fake_parts(rule.kind, "fake_value", again, "r", words), words)
+                reroll = sql.SQL("UPDATE pii_hits SET fake_value = {} WHERE {} IN (SELECT h FROM pii_probe)")
+                if conn.execute(reroll.format(sql.SQL(fake), _hash(sql.SQL("fake_value"), salt))).rowcount <= 0:
                     break
-            conn.execute(
-                sql.SQL(
-                    "UPDATE ONLY {src} t SET {c} = h.fake_value::{ty} FROM pii_hits h WHERE t.ctid = h.row_id"
-                ).format(src=source, c=col, ty=sql.SQL(column.type_name))
+            apply = sql.SQL(
+                "UPDATE ONLY {src} t SET {c} = h.fake_value::{ty} FROM pii_hits h WHERE t.{c}::text = h.old_value"
             )
+            conn.execute(apply.format(src=source, c=col, ty=sql.SQL(column.type_name)))
     return fixed
 
 
-def scan_copy(conn: Connection, tables: list[LiveTable], salt: str) -> list[Leak]:
-    """Every text and JSON column of the copy, checked against PROD's hashes (already in pii_probe)."""
-    leaks = []
+def scan_queries(tables: list[LiveTable], salt: str) -> list[tuple[str, sql.Composed]]:
+    """One query per text or JSON column: how many distinct values of it are PROD emails, names or phones."""
+    queries = []
     for table in tables:
         for column in table.columns:
             col = sql.Identifier(column.name)
@@ -123,10 +120,36 @@ def scan_copy(conn: Connection, tables: list[LiveTable], salt: str) -> list[Leak
                 ).format(src=source, c=col)
             else:
                 continue
-            query = sql.SQL("SELECT count(*) FROM ({}) x JOIN pii_probe p ON p.h = {}").format(
-                values, _hash(sql.SQL("x.v"), salt)
-            )
-            row = conn.execute(query).fetchone()
-            if row and row[0]:
-                leaks.append(Leak(f"{table.qualified}.{column.name}", int(row[0])))
-    return leaks
+            # DISTINCT first: hashing a value once, not once per row (sanitized columns repeat a lot)
+            query = sql.SQL(
+                "SELECT count(*) FROM (SELECT DISTINCT v FROM ({}) a) x JOIN pii_probe p ON p.h = {}"
+            ).format(values, _hash(sql.SQL("x.v"), salt))
+            queries.append((f"{table.qualified}.{column.name}", query))
+    return queries
+
+
+def scan_copy(
+    target: Target, tables: list[LiveTable], prod_hashes: set[bytes], salt: str, workers: int = 2
+) -> list[Leak]:
+    """Every text and JSON column of the copy, checked against PROD's hashes, `workers` sessions at once."""
+    pending = scan_queries(tables, salt)
+    leaks: list[Leak] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        with connect(target) as conn:
+            load_probe(conn, prod_hashes)
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    where, query = pending.pop(0)
+                row = conn.execute(query).fetchone()
+                if row and row[0]:
+                    with lock:
+                        leaks.append(Leak(where, int(row[0])))
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()
+    return sorted(leaks, key=lambda leak: leak.where)

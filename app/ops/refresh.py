@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import re
+import subprocess
 import tempfile
 import threading
 import time
@@ -27,6 +30,7 @@ from pathlib import Path
 from psycopg import IsolationLevel, sql
 
 from app.ops.backup import take_backup
+from app.ops.children import die_with_parent
 from app.ops.config import target_for
 from app.ops.connect import Connection, connect
 from app.ops.console import Output, add_row, new_table
@@ -35,7 +39,7 @@ from app.ops.failpoints import failpoint
 from app.ops.guard import authorize
 from app.ops.locks import exclusive
 from app.ops.pg_restore import restore_archive
-from app.ops.pgtools import require_bindir, run_tool, tool_conninfo
+from app.ops.pgtools import first_error_line, require_bindir, run_tool, tool_conninfo, tool_environment
 from app.ops.pii_scan import load_probe, prod_pii_hashes, reroll_coincidences, scan_copy
 from app.ops.revisions import current_revision
 from app.ops.runner import TaskContext
@@ -154,7 +158,7 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
                         ctx.facts["backup"] = backup.path.name
                     _schema_section(bindir, prod, snapshot, "pre-data", into, out)
                     failpoint("refresh:schema-created")
-                    stats = _copy_rows(prod, snapshot, into, copied, coverage, salt, sizes, out)
+                    stats = _copy_rows(bindir, prod, snapshot, into, copied, coverage, salt, sizes, out)
                     failpoint("refresh:rows-copied")
                     _set_sequences(snap, into)
                     _schema_section(bindir, prod, snapshot, "post-data", into, out)
@@ -217,7 +221,12 @@ def _schema_section(bindir: Path, prod: Target, snapshot: str, section: str, int
     out.info(f"schema {section} restored from PROD's snapshot")
 
 
+SOURCE_OPTIONS = "-c jit=off -c enable_mergejoin=off"  # tiny word lists: hash joins beat merge joins
+RELAY_CHUNK = 1 << 20
+
+
 def _copy_rows(
+    bindir: Path,
     prod: Target,
     snapshot: str,
     into: Target,
@@ -227,32 +236,33 @@ def _copy_rows(
     sizes: dict[str, tuple[int, int]],
     out: Output,
 ) -> CopyStats:
-    """Binary COPY streams, PROD -> copy, largest tables first, in parallel sessions sharing the snapshot."""
+    """Binary COPY streams PROD -> copy, largest tables first, two at a time, all in PROD's snapshot.
+
+    Each stream is two psql processes: one runs the sanitizing COPY ... TO STDOUT on PROD, the other
+    \\copy ... FROM pstdin into the copy (FREEZE, after a TRUNCATE in the same transaction); this
+    process relays megabyte chunks between them, counting bytes for the progress bar.
+    """
     stats = CopyStats()
     work: queue.Queue[LiveTable] = queue.Queue()
     for t in sorted(tables, key=lambda t: -sizes.get(t.qualified, (0, 0))[1]):
         work.put(t)
     errors: list[BaseException] = []
-    with out.progress(bytes_mode=True) as progress:
+    with out.progress(bytes_mode=True) as progress, tempfile.TemporaryDirectory(prefix="refresh-") as folder:
         tasks = {
             t.qualified: progress.add_task(t.qualified, total=max(sizes.get(t.qualified, (0, 1))[1], 1)) for t in tables
         }
 
         def worker() -> None:
             try:
-                with connect(prod, read_only=True) as src, connect(into) as dst:
-                    src.isolation_level = IsolationLevel.REPEATABLE_READ
-                    src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                    while True:
-                        try:
-                            table = work.get_nowait()
-                        except queue.Empty:
-                            break
-                        advance = partial(progress.advance, tasks[table.qualified])
-                        rows, size = _copy_table(src, dst, table, coverage, salt, advance)
-                        progress.update(tasks[table.qualified], total=max(size, 1), completed=max(size, 1))
-                        stats.rows[table.qualified], stats.bytes[table.qualified] = rows, size
-                    dst.commit()
+                while True:
+                    try:
+                        table = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    advance = partial(progress.advance, tasks[table.qualified])
+                    rows, size = _copy_table(bindir, prod, snapshot, into, table, coverage, salt, Path(folder), advance)
+                    progress.update(tasks[table.qualified], total=max(size, 1), completed=max(size, 1))
+                    stats.rows[table.qualified], stats.bytes[table.qualified] = rows, size
             except BaseException as exc:  # re-raised in the caller's thread
                 errors.append(exc)
 
@@ -266,30 +276,80 @@ def _copy_rows(
     return stats
 
 
+def _private_file(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the salt
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
 def _copy_table(
-    src: Connection, dst: Connection, table: LiveTable, coverage: Coverage, salt: str, advance: Callable[[int], object]
+    bindir: Path,
+    prod: Target,
+    snapshot: str,
+    into: Target,
+    table: LiveTable,
+    coverage: Coverage,
+    salt: str,
+    folder: Path,
+    advance: Callable[[int], object],
 ) -> tuple[int, int]:
-    select = sanitized_select(table, coverage.rules[table.qualified], salt)
-    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    target = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table.schema), sql.Identifier(table.name), columns
+    name = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name)).as_string(None)
+    columns = ", ".join(sql.Identifier(c.name).as_string(None) for c in table.columns)
+    select = sanitized_select(table, coverage.rules[table.qualified], salt).as_string(None)
+    tag = f"{table.schema}.{table.name}".replace("/", "_")
+    send = _private_file(
+        folder / f"send-{tag}.sql",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+        f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string(None)};\n"
+        f"COPY ({select}) TO STDOUT (FORMAT binary);\nCOMMIT;\n",
     )
+    receive = _private_file(
+        folder / f"receive-{tag}.sql",
+        f"BEGIN;\nTRUNCATE ONLY {name};\n\\copy {name} ({columns}) FROM pstdin WITH (FORMAT binary, FREEZE)\nCOMMIT;\n",
+    )
+    psql = [str(bindir / "psql"), "-X", "-v", "ON_ERROR_STOP=1"]
     size = 0
-    scur, dcur = src.cursor(), dst.cursor()
-    try:
-        with (
-            scur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select)) as reading,
-            dcur.copy(target) as writing,
-        ):
-            for chunk in reading:
-                writing.write(chunk)
+    with tool_environment(prod, read_only=True, options=SOURCE_OPTIONS) as penv, tool_environment(into) as senv:
+        sender = subprocess.Popen(
+            [*psql, "-q", "-d", tool_conninfo(prod), "-f", str(send)],
+            env=penv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent(),
+        )
+        receiver = subprocess.Popen(
+            [*psql, "-d", tool_conninfo(into), "-f", str(receive)],
+            env=senv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent(),
+        )
+        assert sender.stdout is not None and receiver.stdin is not None
+        try:
+            while chunk := os.read(sender.stdout.fileno(), RELAY_CHUNK):
+                receiver.stdin.write(chunk)
                 size += len(chunk)
                 advance(len(chunk))
-        rows = dcur.rowcount  # read before closing: a closed cursor forgets it
-    finally:
-        scur.close()
-        dcur.close()
-    return max(rows, 0), size
+        except BrokenPipeError:  # the receiver failed; its stderr says why
+            sender.kill()
+        _, send_err = sender.communicate()
+        try:
+            received, receive_err = receiver.communicate()  # closes its stdin: end of data
+        except BrokenPipeError:
+            received, receive_err = b"", receiver.stderr.read() if receiver.stderr else b""
+            receiver.wait()
+    if sender.returncode != 0:
+        raise Failed(
+            f"reading {table.qualified} from PROD failed: {first_error_line(send_err)}", "run the refresh again"
+        )
+    if receiver.returncode != 0:
+        raise Failed(
+            f"writing {table.qualified} into the copy failed: {first_error_line(receive_err)}", "run the refresh again"
+        )
+    match = re.search(rb"^COPY (\d+)$", received, re.MULTILINE)
+    return (int(match.group(1)) if match else 0), size
 
 
 def _set_sequences(snap: Connection, into: Target) -> None:
@@ -325,8 +385,8 @@ def _verify(
     with connect(into) as conn:
         load_probe(conn, prod_hashes)
         rerolled = reroll_coincidences(conn, tables, coverage, salt)
-        leaks = scan_copy(conn, tables, salt)
         copied_revision = current_revision(conn)
+    leaks = scan_copy(into, tables, prod_hashes, salt)
     if leaks:
         where = ", ".join(f"{leak.where} ({leak.values})" for leak in leaks)
         raise Failed(

@@ -158,11 +158,15 @@ def fake_parts(kind: str, column: str, h: str, prefix: str, words: WordLists) ->
     return Fake(expression, tuple(picks))
 
 
-def inline(fake: Fake) -> str:
-    """The fake as one expression, each word fetched by a scalar subquery (for a few rows at a time)."""
+def inline(fake: Fake, words: WordLists) -> str:
+    """The fake as one expression, each word a subscript of its list as an array literal (for few rows:
+    a subquery per word would recompute the index for every list entry)."""
     text = fake.expression
     for p in fake.picks:
-        text = text.replace(f"{p.alias}.v", f"(SELECT v FROM {p.list_name} WHERE i = {p.index})")
+        array = sql.SQL("ARRAY[{}]::text[]").format(
+            sql.SQL(", ").join(sql.Literal(v) for v in lists(words)[p.list_name])
+        )
+        text = text.replace(f"{p.alias}.v", f"({array.as_string(None)})[{p.index}]")
     return text
 
 
@@ -214,7 +218,12 @@ def sanitized_select(table: LiveTable, rules: dict[str, Rule], salt_value: str) 
             outputs.append(
                 sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(fake.expression), cast)
             )
-    lateral = sql.SQL(" CROSS JOIN LATERAL (SELECT {}) k").format(sql.SQL(", ").join(hashes)) if hashes else sql.SQL("")
+    # OFFSET 0 keeps the planner from inlining the hashes into every use: each is computed once per row
+    lateral = (
+        sql.SQL(" CROSS JOIN LATERAL (SELECT {} OFFSET 0) k").format(sql.SQL(", ").join(hashes))
+        if hashes
+        else sql.SQL("")
+    )
     joins = sql.SQL("").join(
         sql.SQL(" LEFT JOIN {} {} ON {}.i = {}").format(
             sql.Identifier(p.list_name), sql.SQL(p.alias), sql.SQL(p.alias), sql.SQL(p.index)
