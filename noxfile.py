@@ -6,6 +6,8 @@ need no second copy of every dependency, and CI stays fast and offline.
 
 import nox
 
+from app.ops import ladder
+
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
@@ -27,3 +29,13 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite on throwaway PostgreSQL clusters."""
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def migrations(session: nox.Session) -> None:
+    """The migration ladder INT -> STG -> PROD check; records a pass for db.migrate --env prod.
+
+    nox -s migrations -- [--report ladder.json] [--apply-stg]
+    """
+    if ladder.main(session.posargs):
+        session.error("the migration ladder failed")

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, str] = {
     "BACKUP_KEEP": "10",
     "EMBEDDED_PG_DIR": ".local/postgres",
     "EMBEDDED_PG_PORT": "54329",
+    "MIGRATIONS_DIR": "migrations",
     "MIGRATION_LOCK_TIMEOUT": "5s",
     "MIGRATION_STATEMENT_TIMEOUT": "15min",
     "LADDER_RECORD": ".local/ladder-passes.jsonl",

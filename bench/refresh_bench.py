@@ -45,10 +45,16 @@ def naive(bindir: Path, prod, stg_admin, name: str) -> float:  # type: ignore[no
     into = stg_admin.with_database(name)
     try:
         with tool_environment(prod) as penv, tool_environment(into) as senv, Timer() as timer:
-            dump = subprocess.Popen([str(bindir / "pg_dump"), "-d", tool_conninfo(prod)], env=penv,
-                                    stdout=subprocess.PIPE)
-            subprocess.run([str(bindir / "psql"), "-X", "-q", "-d", tool_conninfo(into)], env=senv, stdin=dump.stdout,
-                           stdout=subprocess.DEVNULL, check=True)
+            dump = subprocess.Popen(
+                [str(bindir / "pg_dump"), "-d", tool_conninfo(prod)], env=penv, stdout=subprocess.PIPE
+            )
+            subprocess.run(
+                [str(bindir / "psql"), "-X", "-q", "-d", tool_conninfo(into)],
+                env=senv,
+                stdin=dump.stdout,
+                stdout=subprocess.DEVNULL,
+                check=True,
+            )
             assert dump.wait() == 0
         return timer.seconds
     finally:
@@ -77,11 +83,17 @@ def main() -> int:
             size = int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
         bindir = require_bindir(base.values)
         stg_admin = EmbeddedCluster.from_settings(base).target(Tier.STG, "postgres")
-        with tempfile.TemporaryDirectory(prefix="bench-refresh-") as folder, \
-                scratch_database(base, "bench_refresh_stg", Tier.STG) as stg:
-            settings = base.with_values(PROD_DATABASE_URL=prod.url(), STG_DATABASE_URL=stg.url(), BACKUP_DIR=folder,
-                                        AUDIT_LOG=str(Path(folder) / "audit.jsonl"),
-                                        SANITIZE_SALT_FILE=str(Path(folder) / "salt"))
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-refresh-") as folder,
+            scratch_database(base, "bench_refresh_stg", Tier.STG) as stg,
+        ):
+            settings = base.with_values(
+                PROD_DATABASE_URL=prod.url(),
+                STG_DATABASE_URL=stg.url(),
+                BACKUP_DIR=folder,
+                AUDIT_LOG=str(Path(folder) / "audit.jsonl"),
+                SANITIZE_SALT_FILE=str(Path(folder) / "salt"),
+            )
             robot = Caller(interactive=False, ci=True, agent=None, consent=None)
             naive_runs, ours = [], []
             for _ in range(args.rounds):
@@ -89,20 +101,32 @@ def main() -> int:
                 with sa_connection(stg) as conn, conn.begin():
                     drop_app_schemas(conn)  # every round refreshes the same small STG
                 with Timer() as timer:
-                    code = run_task("refresh-staging", "stg", {}, refresh_task, settings=settings, caller=robot,
-                                    out=Output(Tier.STG))
+                    code = run_task(
+                        "refresh-staging",
+                        "stg",
+                        {},
+                        refresh_task,
+                        settings=settings,
+                        caller=robot,
+                        out=Output(Tier.STG),
+                    )
                 assert code == 0
                 ours.append(timer.seconds)
             with connect(stg_admin, autocommit=True) as c:
-                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier("bench_refresh_stg__previous")))
+                c.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier("bench_refresh_stg__previous")
+                    )
+                )
     finally:
         prod_cluster.destroy()
     n, o = min(naive_runs), min(ours)
     print(f"machine: {machine()}")
     print(f"PROD: {human_size(size)} on a separate cluster ('load' x{args.scale:g}, password over TCP)")
-    print(f"refresh: naive pg_dump | psql {n:.2f}s, db.refresh-staging {o:.2f}s -> {o / n:.2f}x (target <= 1.3x; runs "
-          f"{', '.join(f'{x:.2f}' for x in naive_runs)} / {', '.join(f'{x:.2f}' for x in ours)})")
+    print(
+        f"refresh: naive pg_dump | psql {n:.2f}s, db.refresh-staging {o:.2f}s -> {o / n:.2f}x (target <= 1.3x; runs "
+        f"{', '.join(f'{x:.2f}' for x in naive_runs)} / {', '.join(f'{x:.2f}' for x in ours)})"
+    )
     return 0
 
 

@@ -23,7 +23,7 @@ LADDER_COMMAND = "nox -s migrations"
 
 def migrations_digest(settings: Settings) -> str:
     """sha256 over the relative path and contents of every migration file, in a stable order."""
-    root = settings.root / "migrations"
+    root = settings.path("MIGRATIONS_DIR")
     digest = hashlib.sha256()
     for path in sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix in {".py", ".mako"} and "__pycache__" not in p.parts

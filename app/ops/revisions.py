@@ -14,7 +14,7 @@ from app.settings import Settings
 def alembic_config(settings: Settings) -> Config:
     """Alembic's Config for this project, without reading alembic.ini (env.py needs nothing from it)."""
     cfg = Config(str(settings.root / "alembic.ini")) if (settings.root / "alembic.ini").exists() else Config()
-    cfg.set_main_option("script_location", str(settings.root / "migrations"))
+    cfg.set_main_option("script_location", str(settings.path("MIGRATIONS_DIR")))
     cfg.attributes["settings"] = settings
     return cfg
 
@@ -24,7 +24,7 @@ def script_directory(settings: Settings) -> ScriptDirectory:
 
 
 def heads(settings: Settings) -> list[str]:
-    if not (settings.root / "migrations" / "env.py").exists():
+    if not (settings.path("MIGRATIONS_DIR") / "env.py").exists():
         return []
     return list(script_directory(settings).get_heads())
 
@@ -51,4 +51,4 @@ def pending_revisions(settings: Settings, current: str | None, target: str = "he
 
 
 def migrations_dir(settings: Settings) -> Path:
-    return settings.root / "migrations" / "versions"
+    return settings.path("MIGRATIONS_DIR") / "versions"
