@@ -61,8 +61,7 @@ SQUAWK_EXCLUDED = (
     "prefer-bigint-over-int",
     "prefer-bigint-over-smallint",
     "prefer-identity",
-    "prefer-big-int",
-    "prefer-timestamptz",
+    "prefer-timestamp-tz",
 )
 
 
@@ -318,10 +317,13 @@ def lint(sql_text: str) -> list[dict[str, Any]]:
         )
     finally:
         Path(path).unlink(missing_ok=True)
-    try:
-        return list(json.loads(proc.stdout or "[]"))
+    try:  # squawk exits 1 when it found something, 2 (and prints no JSON) when it could not run
+        found = json.loads(proc.stdout) if proc.stdout.strip() else None
     except ValueError:
-        raise OpsError(f"squawk failed: {proc.stderr.strip()[:200]}") from None
+        found = None
+    if found is None or proc.returncode not in (0, 1):
+        raise OpsError(f"squawk could not lint the SQL: {proc.stderr.strip().splitlines()[0] if proc.stderr else '?'}")
+    return list(found)
 
 
 def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> str | None:
