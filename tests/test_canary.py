@@ -27,9 +27,11 @@ def wrapper_bindir(real: Path, folder: Path, log: Path) -> Path:
     for tool in real.iterdir():
         if os.access(tool, os.X_OK) and tool.is_file():
             script = folder / tool.name
-            script.write_text(f'#!/bin/sh\nprintf "%s\\n" "{tool.name} $*" >> {log}\n'
-                              f'env | grep -q "^PGPASSWORD=" && echo "PGPASSWORD-IN-ENV {tool.name}" >> {log}\n'
-                              f'exec {tool} "$@"\n')
+            script.write_text(
+                f'#!/bin/sh\nprintf "%s\\n" "{tool.name} $*" >> {log}\n'
+                f'env | grep -q "^PGPASSWORD=" && echo "PGPASSWORD-IN-ENV {tool.name}" >> {log}\n'
+                f'exec {tool} "$@"\n'
+            )
             script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return folder
 
@@ -45,31 +47,51 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
     def with_canary(url: str) -> str:
         return url.replace("postgresql://postgres@", f"postgresql://postgres:{CANARY}@")
 
-    urls = {Tier.INT: with_canary(tiers.urls[Tier.INT]), Tier.STG: with_canary(tiers.urls[Tier.STG]),
-            Tier.PROD: tiers.urls[Tier.PROD]}
+    urls = {
+        Tier.INT: with_canary(tiers.urls[Tier.INT]),
+        Tier.STG: with_canary(tiers.urls[Tier.STG]),
+        Tier.PROD: tiers.urls[Tier.PROD],
+    }
     assert all(CANARY in u for u in urls.values())
     log = tmp_path / "argv.log"
     bindir = wrapper_bindir(tiers.local.bindir, tmp_path / "bin", log)
-    env = state_values(tmp_path) | {t.url_variable: u for t, u in urls.items()} | {
-        "PG_BINDIR": str(bindir), "DB_TOOLS_DEBUG": "1", "SANITIZE_POLICY": str(tmp_path / "none.toml")}
+    env = (
+        state_values(tmp_path)
+        | {t.url_variable: u for t, u in urls.items()}
+        | {"PG_BINDIR": str(bindir), "DB_TOOLS_DEBUG": "1", "SANITIZE_POLICY": str(tmp_path / "none.toml")}
+    )
     prod_db = tiers.names[Tier.PROD]
     wrong_prod = tiers.urls[Tier.PROD].replace(CANARY, CANARY + "-wrong")
     runs: list[tuple[list[str], dict[str, str]]] = [
-        (["db.status"], {}), (["db.status", "--env", "prod"], {}), (["db.doctor"], {}),
-        (["db.up"], {}), (["db.down", "--dry-run"], {}),
-        (["db.stamp", "--env", "stg", "--dry-run"], {}), (["db.stamp", "--env", "prod", "--confirm", "nope"], {}),
-        (["db.migrate", "--env", "int"], {}), (["db.migrate", "--env", "stg"], {}),
+        (["db.status"], {}),
+        (["db.status", "--env", "prod"], {}),
+        (["db.doctor"], {}),
+        (["db.up"], {}),
+        (["db.down", "--dry-run"], {}),
+        (["db.stamp", "--env", "stg", "--dry-run"], {}),
+        (["db.stamp", "--env", "prod", "--confirm", "nope"], {}),
+        (["db.migrate", "--env", "int"], {}),
+        (["db.migrate", "--env", "stg"], {}),
         (["db.migrate", "--env", "prod", "--confirm", prod_db], {}),
-        (["db.migrate", "--env", "prod", "--dry-run"], {}), (["db.migrate", "--env", "stg", "--to", "zzz"], {}),
-        (["db.seed", "--env", "int", "--scenario", "minimal"], {}), (["db.seed", "--env", "prod"], {}),
-        (["db.reset", "--env", "stg", "--scenario", "minimal"], {}), (["db.reset", "--env", "prod"], {}),
+        (["db.migrate", "--env", "prod", "--dry-run"], {}),
+        (["db.migrate", "--env", "stg", "--to", "zzz"], {}),
+        (["db.seed", "--env", "int", "--scenario", "minimal"], {}),
+        (["db.seed", "--env", "prod"], {}),
+        (["db.reset", "--env", "stg", "--scenario", "minimal"], {}),
+        (["db.reset", "--env", "prod"], {}),
         (["db.revision", "-m", "nothing", "--dry-run"], {}),
-        (["db.backup", "--env", "int"], {}), (["db.backup", "--env", "stg"], {}), (["db.backup", "--env", "prod"], {}),
-        (["db.backups"], {}), (["db.verify", "latest", "--deep"], {}),
-        (["db.restore", "--env", "stg", "--dry-run"], {}), (["db.restore", "--env", "stg"], {}),
+        (["db.backup", "--env", "int"], {}),
+        (["db.backup", "--env", "stg"], {}),
+        (["db.backup", "--env", "prod"], {}),
+        (["db.backups"], {}),
+        (["db.verify", "latest", "--deep"], {}),
+        (["db.restore", "--env", "stg", "--dry-run"], {}),
+        (["db.restore", "--env", "stg"], {}),
         (["db.restore", "--env", "prod", "--confirm", prod_db], {}),
         (["db.prune-backups", "--keep", "1"], {}),
-        (["db.sanitize-check"], {}), (["db.refresh-staging", "--dry-run"], {}), (["db.refresh-staging"], {}),
+        (["db.sanitize-check"], {}),
+        (["db.refresh-staging", "--dry-run"], {}),
+        (["db.refresh-staging"], {}),
         (["db.refresh-staging", "--undo"], {}),
         (["db.backup", "--env", "prod"], {"PROD_DATABASE_URL": wrong_prod}),
         (["db.status"], {"PROD_DATABASE_URL": wrong_prod}),
@@ -78,7 +100,9 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
         (["db.audit", "--verify"], {}),
     ]
     covered = {args[0].removeprefix("db.") for args, _ in runs}
-    assert covered >= {name.replace("_", "-") for name in namespace.collections["db"].tasks}, "a task lacks a canary run"
+    assert covered >= {name.replace("_", "-") for name in namespace.collections["db"].tasks}, (
+        "a task lacks a canary run"
+    )
     outputs = []
     codes = []
     for args, extra in runs:

@@ -45,11 +45,18 @@ def migrations_copy(tmp: Path) -> Path:
     return folder
 
 
-def add_revision(folder: Path, rev: str, down: str | None, up: str, down_body: str = "    op.execute('SELECT 1')",
-                 doc: str = "test revision") -> Path:
+def add_revision(
+    folder: Path,
+    rev: str,
+    down: str | None,
+    up: str,
+    down_body: str = "    op.execute('SELECT 1')",
+    doc: str = "test revision",
+) -> Path:
     path = folder / "versions" / f"{rev}_test.py"
-    path.write_text(REVISION.format(doc=doc, rev=rev, down=down or "", down_repr=repr(down), up=up,
-                                    down_body=down_body))
+    path.write_text(
+        REVISION.format(doc=doc, rev=rev, down=down or "", down_repr=repr(down), up=up, down_body=down_body)
+    )
     return path
 
 
@@ -99,8 +106,9 @@ def test_a_second_head_is_caught(ladder_settings: Settings) -> None:
     add_revision(folder, "0003a", "0002", "    op.execute('SELECT 1')")
     add_revision(folder, "0003b", "0002", "    op.execute('SELECT 2')")
     ladder = run(ladder_settings)
-    assert check(ladder, "exactly one head") == ["fail: 2 heads: 0003a, 0003b (merge them: alembic merge heads)"] or \
-        check(ladder, "exactly one head") == ["fail: 2 heads: 0003b, 0003a (merge them: alembic merge heads)"]
+    assert check(ladder, "exactly one head") == [
+        "fail: 2 heads: 0003a, 0003b (merge them: alembic merge heads)"
+    ] or check(ladder, "exactly one head") == ["fail: 2 heads: 0003b, 0003a (merge them: alembic merge heads)"]
     assert check(ladder, "passing ladder recorded") == []  # the ladder stops: nothing else can be trusted
     with pytest.raises(Refused):
         check_gate(ladder_settings)
@@ -108,8 +116,13 @@ def test_a_second_head_is_caught(ladder_settings: Settings) -> None:
 
 def test_a_downgrade_that_fails_is_caught(ladder_settings: Settings) -> None:
     folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
-    add_revision(folder, "0003", "0002", "    op.create_table('scratch_notes', sa.Column('id', sa.Integer(), "
-                 "primary_key=True))", down_body="    op.drop_table('no_such_table')")
+    add_revision(
+        folder,
+        "0003",
+        "0002",
+        "    op.create_table('scratch_notes', sa.Column('id', sa.Integer(), primary_key=True))",
+        down_body="    op.drop_table('no_such_table')",
+    )
     ladder = run(ladder_settings)
     (result,) = check(ladder, "0003: up, down, up")
     assert result.startswith(FAIL) and "no_such_table" in result
@@ -134,13 +147,18 @@ def test_a_model_change_without_a_migration_is_caught(ladder_settings: Settings)
     assert result.startswith(FAIL) and "add_column" in result and "invoke db.revision" in result
 
 
-def test_a_migration_that_fails_on_seeded_data_but_passes_on_an_empty_schema(tiers: Tiers,
-                                                                            ladder_settings: Settings) -> None:
+def test_a_migration_that_fails_on_seeded_data_but_passes_on_an_empty_schema(
+    tiers: Tiers, ladder_settings: Settings
+) -> None:
     stg_with_data(tiers)
     folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
-    add_revision(folder, "0003", "0002",
-                 "    op.execute('ALTER TABLE tasks ADD CONSTRAINT ck_tmp CHECK (priority < 2)')\n"
-                 "    op.execute('ALTER TABLE tasks DROP CONSTRAINT ck_tmp')")
+    add_revision(
+        folder,
+        "0003",
+        "0002",
+        "    op.execute('ALTER TABLE tasks ADD CONSTRAINT ck_tmp CHECK (priority < 2)')\n"
+        "    op.execute('ALTER TABLE tasks DROP CONSTRAINT ck_tmp')",
+    )
     ladder = run(ladder_settings)
     assert check(ladder, "0003: up, down, up")[0].startswith(PASS)  # empty INT: fine
     (result,) = check(ladder, "0003 applied")
@@ -154,16 +172,24 @@ def test_a_squawk_hazard_is_caught(tiers: Tiers, ladder_settings: Settings) -> N
     with sa_connection(tiers.target(Tier.PROD)) as conn, conn.begin():
         upgrade(tiers.settings, conn, "head")  # PROD has the tables: a new index on one of them would lock it
     folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
-    add_revision(folder, "0003", "0002", "    op.create_index('ix_tasks_title', 'tasks', ['title'])",
-                 down_body="    op.drop_index('ix_tasks_title', table_name='tasks')")
+    add_revision(
+        folder,
+        "0003",
+        "0002",
+        "    op.create_index('ix_tasks_title', 'tasks', ['title'])",
+        down_body="    op.drop_index('ix_tasks_title', table_name='tasks')",
+    )
     ladder = run(ladder_settings)
     (result,) = check(ladder, "squawk")
     assert result.startswith(FAIL) and "require-concurrent-index-creation" in result
 
 
 def test_prod_at_a_revision_we_do_not_know(tiers: Tiers, ladder_settings: Settings) -> None:
-    tiers.sql(Tier.PROD, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
-                         "INSERT INTO alembic_version VALUES ('9f9f9f')")
+    tiers.sql(
+        Tier.PROD,
+        "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
+        "INSERT INTO alembic_version VALUES ('9f9f9f')",
+    )
     ladder = run(ladder_settings)
     (result,) = check(ladder, "PROD's revision is in our history")
     assert result.startswith(FAIL) and "PROD is at 9f9f9f, which these migration files do not know" in result
@@ -179,8 +205,7 @@ def test_prod_migrate_is_refused_after_a_migration_file_changed(tiers: Tiers, la
     check_gate(ladder_settings)
     path = Path(ladder_settings.get("MIGRATIONS_DIR")) / "versions" / "0002_user_contact_and_task_completion.py"
     path.write_text(path.read_text() + "\n# an innocent-looking edit after the ladder passed\n")
-    result = run_task(ladder_settings, "migrate", "prod", robot(), migrate.migrate_task,
-                      confirm=tiers.names[Tier.PROD])
+    result = run_task(ladder_settings, "migrate", "prod", robot(), migrate.migrate_task, confirm=tiers.names[Tier.PROD])
     assert result.code == 2
     assert "the migration files changed since the ladder last passed -> run `nox -s migrations`" in result.stderr
     assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.alembic_version') IS NULL") == "t"

@@ -10,16 +10,20 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from rich.text import Text
 
 from app.ops.audit import AuditLog
-from app.ops.config import Finding, all_targets, config_findings
+from app.ops.backup_files import list_backups
+from app.ops.config import Finding, all_targets, config_findings, target_for
 from app.ops.connect import connect
 from app.ops.console import Output, add_row, new_table
 from app.ops.embedded import EmbeddedCluster
 from app.ops.errors import OpsError
+from app.ops.ladder_record import check_gate
 from app.ops.pgtools import CLIENT_TOOLS, SERVER_TOOLS, find_bindir
+from app.ops.sanitize_policy import check_coverage, live_schema, load_policy
 from app.ops.stamp import read_stamp
 from app.ops.targets import Target
 from app.ops.tiers import Tier
@@ -140,7 +144,100 @@ def check_gitignore(settings: Settings) -> list[Finding]:
     ]
 
 
-CHECKS: list[Check] = [check_configuration, check_binaries, check_databases, check_audit_log, check_gitignore]
+def check_backups(settings: Settings) -> list[Finding]:
+    folder = settings.backups_dir
+    found: list[Finding] = []
+    if folder.exists():
+        private = (folder.stat().st_mode & 0o077) == 0
+        found.append(
+            Finding(
+                "the backups folder is private (0700)",
+                private,
+                f"{folder} mode {oct(folder.stat().st_mode & 0o777)}",
+                f"chmod 700 {folder}",
+            )
+        )
+    backups = list_backups(folder, Tier.PROD.value)
+    verified = [b for b in backups if b.verified_at]
+    found.append(
+        Finding(
+            "PROD has a verified backup",
+            bool(verified),
+            f"newest verified: {verified[-1].path.name}"
+            if verified
+            else f"{len(backups)} PROD backup(s), none verified",
+            "invoke db.backup --env prod, then invoke db.verify latest --deep",
+            required=False,
+        )
+    )
+    if backups:
+        age = datetime.now(UTC) - backups[-1].created
+        found.append(
+            Finding(
+                "the newest PROD backup is less than 7 days old",
+                age < timedelta(days=7),
+                f"{age.days} day(s) old",
+                "invoke db.backup --env prod",
+                required=False,
+            )
+        )
+    return found
+
+
+def check_ladder(settings: Settings) -> list[Finding]:
+    try:
+        gate = check_gate(settings)
+    except OpsError as exc:
+        return [
+            Finding(
+                "the migration ladder passed for these migration files",
+                False,
+                exc.message,
+                exc.fix or "",
+                required=False,
+            )
+        ]
+    return [Finding("the migration ladder passed for these migration files", True, f"passed at {gate.passed_at}")]
+
+
+def check_sanitizing(settings: Settings) -> list[Finding]:
+    found = []
+    salt_file = settings.path("SANITIZE_SALT_FILE")
+    if salt_file.exists():
+        private = (salt_file.stat().st_mode & 0o077) == 0
+        found.append(
+            Finding("the sanitizing salt is private (0600)", private, str(salt_file), f"chmod 600 {salt_file}")
+        )
+    try:
+        prod = target_for(settings, Tier.PROD)
+        if prod.embedded and not EmbeddedCluster.from_settings(settings).is_running():
+            return found
+        with connect(prod, read_only=True, timeout=5) as conn:
+            coverage = check_coverage(load_policy(settings), live_schema(conn))
+    except OpsError:
+        return found  # PROD unreachable is reported by check_databases
+    missing = coverage.unclassified_tables + coverage.unclassified_columns
+    found.append(
+        Finding(
+            "the sanitizing policy covers PROD's live schema",
+            not missing,
+            "covered" if not missing else "unclassified: " + ", ".join(missing[:5]),
+            "classify them (PII classes in app/models.py or the SANITIZE_POLICY file)",
+        )
+    )
+    return found
+
+
+CHECKS: list[Check] = [
+    check_configuration,
+    check_binaries,
+    check_databases,
+    check_audit_log,
+    check_gitignore,
+    check_backups,
+    check_ladder,
+    check_sanitizing,
+]
 
 
 @dataclass
