@@ -143,3 +143,39 @@ def test_seeded_fixture_and_factories(seeded) -> None:  # type: ignore[no-untype
     }
     assert session.scalar(select(func.count()).select_from(Comment)) == SCENARIOS["minimal"]["comments"] + 3
     assert session.scalar(select(func.count()).select_from(Project)) == SCENARIOS["minimal"]["projects"]
+
+
+def test_a_table_made_in_a_second_process_is_identical_and_its_errors_are_named(
+    tiers: Tiers,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    import app.ops.seed_offload as offload
+
+    target = tiers.target(Tier.INT)
+    monkeypatch.setattr(offload, "AVAILABLE", False)
+    in_process = seed_fresh(target, "demo", seed=5)
+    monkeypatch.setattr(offload, "AVAILABLE", True)
+    monkeypatch.setattr(offload, "MIN_ROWS", 100)
+    assert offload.worth_offloading(make_plan("demo").counts) == "comments"
+    assert seed_fresh(target, "demo", seed=5) == in_process
+
+    from seeds import comments
+
+    original = comments.Comments.row
+
+    def bad_row(self, f, id):  # type: ignore[no-untyped-def]
+        if id > 5:  # the first rows are fine: the failure happens in the second process
+            raise ValueError("no body for this comment")
+        return original(self, f, id)
+
+    monkeypatch.setattr(comments.Comments, "row", bad_row)
+    from app.ops import reset
+
+    tiers.sql(Tier.INT, "TRUNCATE users, projects, tasks, comments")
+    result = run(tiers.settings, "seed", "int", robot(), lambda ctx: reset.seed_task(ctx, scenario="demo"))
+    assert result.code == EXIT_FAILED
+    assert (
+        "seed module seeds/comments.py failed making rows for table comments: ValueError: no body for this "
+        "comment" in result.stderr
+    )
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM users") == "0"

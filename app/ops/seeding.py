@@ -32,6 +32,7 @@ from app.ops.connect import Connection
 from app.ops.console import Output
 from app.ops.errors import Failed, Refused
 from app.ops.failpoints import failpoint
+from app.ops.seed_offload import OffloadedTable, worth_offloading
 from seeds.api import POOL_SIZE, Fakes, SeedTable
 from seeds.scenarios import SCENARIOS
 
@@ -134,16 +135,39 @@ def seed_database(
     current = order[0]
     collecting = gc.isenabled()
     gc.disable()  # millions of short-lived tuples: the cyclic collector would rescan them over and over
+
+    def fakes_for(table: str) -> Fakes:
+        return Fakes(plan.seed, table, id_ranges, pool_size=min(POOL_SIZE, max(50, plan.counts[table])))
+
+    offloaded = _start_offload(conn, modules, plan, id_ranges, fakes_for) if not append else None
     try:
         with out.progress() if out is not None else nullcontext(None) as progress:
             for table in order:
                 seed, module = modules[table]
                 count = plan.counts[table]
                 task = progress.add_task(table, total=count) if progress is not None else None
+                advance = partial(progress.advance, task) if progress is not None and task is not None else None
                 began = time.perf_counter()
-                fakes = Fakes(plan.seed, table, id_ranges, pool_size=min(POOL_SIZE, max(50, count)))
-                rows = generate_rows(seed, fakes, id_ranges[table][0], count)
                 current = table
+                if offloaded is not None and offloaded[0] == table:
+                    for current, statement in deferred.ready(loaded):  # noqa: B007
+                        conn.execute(statement)
+                    current = table
+                    _copy_offloaded(
+                        conn,
+                        table,
+                        offloaded[1],
+                        offloaded[2],
+                        module,
+                        count,
+                        freeze=deferred.truncated,
+                        advance=advance,
+                    )
+                    results.append(TableResult(table, module, count, time.perf_counter() - began))
+                    failpoint(f"seed:after-{table}")
+                    loaded.add(table)
+                    continue
+                rows = generate_rows(seed, fakes_for(table), id_ranges[table][0], count)
                 columns = tuple(str(c) for c in next(rows))
                 rebuild = deferred.ready(loaded)
                 if rebuild:
@@ -153,7 +177,6 @@ def seed_database(
                         ahead = list(islice(rows, PREFETCH_ROWS))  # made while the server rebuilds
                     current = table
                     rows = chain(ahead, rows)
-                advance = partial(progress.advance, task) if progress is not None and task is not None else None
                 copy_rows(conn, table, columns, rows, freeze=deferred.truncated, advance=advance)
                 results.append(TableResult(table, module, count, time.perf_counter() - began))
                 failpoint(f"seed:after-{table}")
@@ -174,9 +197,76 @@ def seed_database(
             f"fix {module}; the database was left as it was before the seed",
         ) from None
     finally:
+        if offloaded is not None:
+            offloaded[2].close()
         if collecting:
             gc.enable()
     return sorted(results, key=lambda r: tables.index(r.table))
+
+
+def _start_offload(
+    conn: Connection,
+    modules: dict[str, tuple[SeedTable, str]],
+    plan: SeedPlan,
+    id_ranges: dict[str, tuple[int, int]],
+    fakes_for: Callable[[str], Fakes],
+) -> tuple[str, tuple[str, ...], OffloadedTable] | None:
+    """Start making the largest table's rows in a second process, when that pays (seed_offload.py)."""
+    table = worth_offloading(plan.counts)
+    if table is None:
+        return None
+    seed, module = modules[table]
+    probe = Fakes(plan.seed, f"probe:{table}", id_ranges, pool_size=50)
+    try:
+        columns = tuple(str(c) for c in seed.row(probe, id_ranges[table][0]))  # the names only
+    except Exception as exc:
+        raise Failed(
+            f"seed module {module} made a bad row for table {table}: {type(exc).__name__}: {exc}",
+            f"fix {module}; the database was left as it was before the seed",
+        ) from None
+    oids = _column_oids(conn, table, columns)
+    if not all(oid in _BINARY_OIDS for oid in oids):
+        return None
+    converters = [(i, _CONVERTERS[oid]) for i, oid in enumerate(oids) if oid in _CONVERTERS]
+    worker = OffloadedTable(
+        seed, fakes_for(table), id_ranges[table][0], plan.counts[table], oids, converters, generate_rows
+    )
+    return table, columns, worker
+
+
+def _copy_offloaded(
+    conn: Connection,
+    table: str,
+    columns: tuple[str, ...],
+    worker: OffloadedTable,
+    module: str,
+    count: int,
+    *,
+    freeze: bool,
+    advance: Callable[[int], object] | None,
+) -> None:
+    error = worker.wait()
+    if error is not None:
+        raise Failed(
+            f"seed module {module} failed making rows for table {table}: {error.splitlines()[0]}",
+            f"fix {module}; the database was left as it was before the seed",
+        )
+    options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(options)
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        worker.stream_into(copy.write, advance, count)
+    _set_sequence(conn, table, columns)
+
+
+def _set_sequence(conn: Connection, table: str, columns: tuple[str, ...]) -> None:
+    if "id" in columns:
+        conn.execute(
+            sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
+                sql.Literal(table), sql.Identifier(table)
+            )
+        )
 
 
 def next_id(conn: Connection, table: str) -> int:
@@ -252,12 +342,7 @@ def copy_rows(
                 advance(PROGRESS_EVERY)
         if advance is not None:
             advance(done % PROGRESS_EVERY)
-    if "id" in columns:
-        conn.execute(
-            sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
-                sql.Literal(table), sql.Identifier(table)
-            )
-        )
+    _set_sequence(conn, table, columns)
     return done
 
 
