@@ -66,6 +66,7 @@ def test_refresh_copies_everything_sanitized_and_keeps_the_previous_stg(prod_and
         == f"stg {tiers.names[Tier.STG]}"
     )
     assert tiers.sql(Tier.STG, "SELECT version_num FROM alembic_version") == "0002"
+    assert tiers.sql(Tier.STG, "SELECT count(*) FROM pg_namespace WHERE nspname = 'dbguard_verify'") == "0"
     for seq in ("users_id_seq", "tasks_id_seq"):
         assert tiers.sql(Tier.STG, f"SELECT last_value FROM {seq}") == tiers.sql(
             Tier.PROD, f"SELECT last_value FROM {seq}"

@@ -51,19 +51,29 @@ class Leak:
     values: int
 
 
+PROBE_SCHEMA = "dbguard_verify"  # lives in the scratch copy only while it is verified, then dropped
+
+
 def load_probe(conn: Connection, prod_hashes: set[bytes]) -> None:
-    conn.execute("CREATE TEMP TABLE pii_probe (h bytea PRIMARY KEY) ON COMMIT DROP")
-    with conn.cursor() as cur, cur.copy("COPY pii_probe (h) FROM STDIN (FORMAT BINARY)") as copy:
+    """PROD's hashes as an unlogged table in the copy, shared by every verifying session."""
+    conn.execute(f"CREATE SCHEMA {PROBE_SCHEMA}")
+    conn.execute(f"CREATE UNLOGGED TABLE {PROBE_SCHEMA}.pii_probe (h bytea NOT NULL)")
+    with conn.cursor() as cur, cur.copy(f"COPY {PROBE_SCHEMA}.pii_probe (h) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(["bytea"])
         for h in prod_hashes:
             copy.write_row((h,))
+    conn.execute(f"ANALYZE {PROBE_SCHEMA}.pii_probe")
+
+
+def drop_probe(conn: Connection) -> None:
+    conn.execute(f"DROP SCHEMA IF EXISTS {PROBE_SCHEMA} CASCADE")
 
 
 REROLLED_KINDS = {"email", "name", "phone", "address"}
 
 
 def reroll_coincidences(
-    conn: Connection, tables: list[LiveTable], coverage: Coverage, salt: str, rounds: int = 8
+    conn: Connection, tables: list[LiveTable], coverage: Coverage, salt: str, rounds: int = 32
 ) -> int:
     """A fake can coincide with a real value (a made-up 'Ann Lee' while PROD has an Ann Lee): draw such
     fakes again, from a hash of the fake itself, until none coincides. Deterministic for the same PROD.
@@ -84,7 +94,7 @@ def reroll_coincidences(
             conn.execute("DROP TABLE IF EXISTS pii_hits")
             find = sql.SQL(
                 "CREATE TEMP TABLE pii_hits ON COMMIT DROP AS SELECT DISTINCT {c}::text AS old_value, "
-                "{c}::text AS fake_value FROM ONLY {src} WHERE {h} IN (SELECT h FROM pii_probe)"
+                "{c}::text AS fake_value FROM ONLY {src} WHERE {h} IN (SELECT h FROM dbguard_verify.pii_probe)"
             )
             conn.execute(find.format(c=col, src=source, h=_hash(col, salt)))
             hits = conn.execute("SELECT count(*) FROM pii_hits").fetchone()
@@ -94,7 +104,9 @@ def reroll_coincidences(
             for n in range(rounds):
                 again = f"sha256(convert_to({literal_salt} || 'again:{n}:' || fake_value, 'UTF8'))"
                 fake = inline(fake_parts(rule.kind, "fake_value", again, "r", words), words)
-                reroll = sql.SQL("UPDATE pii_hits SET fake_value = {} WHERE {} IN (SELECT h FROM pii_probe)")
+                reroll = sql.SQL(
+                    "UPDATE pii_hits SET fake_value = {} WHERE {} IN (SELECT h FROM dbguard_verify.pii_probe)"
+                )
                 if conn.execute(reroll.format(sql.SQL(fake), _hash(sql.SQL("fake_value"), salt))).rowcount <= 0:
                     break
             apply = sql.SQL(
@@ -122,23 +134,20 @@ def scan_queries(tables: list[LiveTable], salt: str) -> list[tuple[str, sql.Comp
                 continue
             # DISTINCT first: hashing a value once, not once per row (sanitized columns repeat a lot)
             query = sql.SQL(
-                "SELECT count(*) FROM (SELECT DISTINCT v FROM ({}) a) x JOIN pii_probe p ON p.h = {}"
+                "SELECT count(*) FROM (SELECT DISTINCT v FROM ({}) a) x JOIN dbguard_verify.pii_probe p ON p.h = {}"
             ).format(values, _hash(sql.SQL("x.v"), salt))
             queries.append((f"{table.qualified}.{column.name}", query))
     return queries
 
 
-def scan_copy(
-    target: Target, tables: list[LiveTable], prod_hashes: set[bytes], salt: str, workers: int = 2
-) -> list[Leak]:
-    """Every text and JSON column of the copy, checked against PROD's hashes, `workers` sessions at once."""
+def scan_copy(target: Target, tables: list[LiveTable], salt: str, workers: int = 2) -> list[Leak]:
+    """Every text and JSON column of the copy against PROD's hashes (see load_probe), several sessions at once."""
     pending = scan_queries(tables, salt)
     leaks: list[Leak] = []
     lock = threading.Lock()
 
     def work() -> None:
         with connect(target) as conn:
-            load_probe(conn, prod_hashes)
             while True:
                 with lock:
                     if not pending:

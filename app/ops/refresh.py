@@ -40,7 +40,7 @@ from app.ops.guard import authorize
 from app.ops.locks import exclusive
 from app.ops.pg_restore import restore_archive
 from app.ops.pgtools import first_error_line, require_bindir, run_tool, tool_conninfo, tool_environment
-from app.ops.pii_scan import load_probe, prod_pii_hashes, reroll_coincidences, scan_copy
+from app.ops.pii_scan import drop_probe, load_probe, prod_pii_hashes, reroll_coincidences, scan_copy
 from app.ops.revisions import current_revision
 from app.ops.runner import TaskContext
 from app.ops.sanitize_policy import Coverage, LiveTable, check_coverage, live_schema, load_policy, require_coverage
@@ -160,12 +160,13 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
                     failpoint("refresh:schema-created")
                     stats = _copy_rows(bindir, prod, snapshot, into, copied, coverage, salt, sizes, out)
                     failpoint("refresh:rows-copied")
+                    # verified (and any coincidental fake drawn again) before the indexes exist: cheaper
+                    counts, prod_hashes = counting.result()
+                    _verify(into, copied, coverage, counts, stats, prod_hashes, salt, revision, out)
                     _set_sequences(snap, into)
                     _schema_section(bindir, prod, snapshot, "post-data", into, out)
                     with connect(into) as conn:
                         write_stamp(conn, Tier.STG, stg.dbname)
-                    counts, prod_hashes = counting.result()
-                    _verify(into, copied, coverage, counts, stats, prod_hashes, salt, revision, out)
                 failpoint("refresh:before-swap")
                 swap_in(
                     admin,
@@ -386,7 +387,11 @@ def _verify(
         load_probe(conn, prod_hashes)
         rerolled = reroll_coincidences(conn, tables, coverage, salt)
         copied_revision = current_revision(conn)
-    leaks = scan_copy(into, tables, prod_hashes, salt)
+    try:
+        leaks = scan_copy(into, tables, salt)
+    finally:
+        with connect(into) as conn:
+            drop_probe(conn)
     if leaks:
         where = ", ".join(f"{leak.where} ({leak.values})" for leak in leaks)
         raise Failed(
