@@ -8,6 +8,7 @@ comes from a newer PostgreSQL major than the target server, is refused before an
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 
 from app.ops.backup import count_rows, take_backup, user_tables
@@ -23,6 +24,7 @@ from app.ops.revisions import current_revision
 from app.ops.runner import TaskContext
 from app.ops.scratch import admin_target, database_exists, drop_leftovers, scratch_database, swap_in
 from app.ops.stamp import write_stamp
+from app.ops.status import human_size
 from app.ops.tiers import Tier
 
 RESTORE_PURPOSES = ("restore", "old")
@@ -56,6 +58,7 @@ def check_versions(ctx: TaskContext, backup: Backup) -> None:
 
 def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) -> int:
     settings, target, out, tier = ctx.settings, ctx.target, ctx.out, ctx.tier
+    began = time.monotonic()
     backup = resolve_backup(settings.backups_dir, spec, tier.value)
     ctx.facts["from"] = backup.path.name
     source_tier = str(backup.manifest.get("tier", backup.tier))
@@ -117,8 +120,10 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
             out=out,
         )
     ctx.facts["revision"] = revision
+    seconds = max(time.monotonic() - began, 1e-6)
+    size = backup.path.stat().st_size
     out.ok(
         f"restored {backup.path.name} into {target.dbname} (stamped {tier.value.upper()}, revision {revision}, "
-        f"{sum(rows.values()):,} rows)"
+        f"{sum(rows.values()):,} rows): {human_size(size)} in {seconds:.1f}s, {human_size(int(size / seconds))}/s"
     )
     return 0
