@@ -267,9 +267,11 @@ class EmbeddedCluster:
             return True
 
     def ensure_database(self, tier: Tier) -> Target:
-        """Start the cluster if needed and make sure the tier's database exists, stamped."""
+        """Start the cluster if needed and make sure the tier databases exist, stamped.
+
+        All three are made on first use, so the stand-in PROD is there as soon as anything runs.
+        """
         self.start()
-        target = self.target(tier)
         admin = self.target(tier, "postgres")
         with connect(admin, autocommit=True) as conn:
             leftovers = conn.execute(
@@ -277,16 +279,22 @@ class EmbeddedCluster:
             ).fetchall()
             for (name,) in leftovers:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.dbname,)).fetchone()
-            if exists:
-                return target
-            # Create under a scratch name, stamp, then rename: a killed run never leaves an unstamped database.
-            scratch = target.dbname + _CREATING_SUFFIX
+            existing = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        for each in Tier:
+            if self.database_name(each) not in existing:
+                self._create_stamped(each)
+        return self.target(tier)
+
+    def _create_stamped(self, tier: Tier) -> None:
+        """Create under a scratch name, stamp, then rename: a killed run never leaves an unstamped database."""
+        name = self.database_name(tier)
+        scratch = name + _CREATING_SUFFIX
+        admin = self.target(tier, "postgres")
+        with connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
         with connect(self.target(tier, scratch)) as conn:
-            write_stamp(conn, tier, target.dbname)
+            write_stamp(conn, tier, name)
         with connect(admin, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(scratch), sql.Identifier(target.dbname))
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(scratch), sql.Identifier(name))
             )
-        return target
