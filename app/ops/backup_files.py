@@ -128,14 +128,7 @@ def list_backups(folder: Path, tier: str | None = None) -> list[Backup]:
         match = _NAME.match(path.name)
         if not match or (tier and match.group("tier") != tier):
             continue
-        manifest_path = path.with_name(path.name + ".json")
-        manifest: dict[str, Any] = {}
-        if manifest_path.exists():
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except ValueError:
-                manifest = {"damaged_manifest": True}
-        found.append(Backup(path, manifest))
+        found.append(Backup(path, read_manifest(path)))
     return sorted(found, key=lambda b: b.path.name.rsplit("-", 1)[-1])
 
 
@@ -154,11 +147,18 @@ def resolve_backup(folder: Path, spec: str, tier: str | None = None) -> Backup:
         raise Refused(f"backup file {spec} does not exist", "list the backups: invoke db.backups")
     if not path.is_file():
         raise Refused(f"{spec} is not a backup file", "list the backups: invoke db.backups")
-    manifest_path = path.with_name(path.name + ".json")
-    manifest: dict[str, Any] = {}
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError:
-            raise Failed(f"the manifest of {path.name} is damaged", "re-take the backup") from None
+    manifest = read_manifest(path)
+    if manifest.get("damaged_manifest"):
+        raise Failed(f"the manifest of {path.name} is damaged", "re-take the backup")
     return Backup(path, manifest)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest beside a backup: {} when there is none, a marker when it cannot be read."""
+    manifest_path = path.with_name(path.name + ".json")
+    if not manifest_path.exists():
+        return {}
+    try:
+        return dict(json.loads(manifest_path.read_text()))
+    except ValueError:
+        return {"damaged_manifest": True}

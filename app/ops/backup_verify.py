@@ -14,7 +14,9 @@ from app.ops.pg_restore import ArchiveListing, list_archive, restore_archive
 from app.ops.pgtools import require_bindir
 from app.ops.revisions import current_revision
 from app.ops.scratch import admin_target, drop_leftovers, scratch_database
+from app.ops.stamp import write_stamp
 from app.ops.targets import Target
+from app.ops.tiers import Tier
 from app.settings import Settings
 
 
@@ -45,6 +47,31 @@ def check_file(settings: Settings, backup: Backup) -> ArchiveListing:
     return list_archive(require_bindir(settings.values, ("pg_restore",)), backup.path)
 
 
+def restore_and_count(
+    settings: Settings,
+    backup: Backup,
+    into: Target,
+    listing: ArchiveListing,
+    out: Output | None,
+    *,
+    stamp_as: Tier | None = None,
+    stamp_name: str = "",
+) -> tuple[dict[str, int], str | None]:
+    """Restore `backup` into the empty database `into` (re-stamped if asked); its rows per table and revision."""
+    restore_archive(require_bindir(settings.values, ("pg_restore",)), backup.path, into, len(listing.data_tables), out)
+    if stamp_as is not None:
+        with connect(into) as conn:
+            write_stamp(conn, stamp_as, stamp_name)
+    with connect(into, read_only=True) as conn:
+        return count_rows(conn, user_tables(conn)), current_revision(conn)
+
+
+def rows_differing(backup: Backup, rows: dict[str, int]) -> list[str]:
+    """Tables whose row count differs from the manifest's."""
+    expected = {k: int(v) for k, v in dict(backup.manifest.get("rows", {})).items()}
+    return sorted(t for t in set(rows) | set(expected) if rows.get(t) != expected.get(t))
+
+
 def deep_check(
     settings: Settings, backup: Backup, server: Target, listing: ArchiveListing, out: Output | None
 ) -> dict[str, int]:
@@ -52,18 +79,12 @@ def deep_check(
     admin = admin_target(server)
     live = f"verify_{backup.tier}"
     drop_leftovers(admin, live, ("check",), out)
-    bindir = require_bindir(settings.values, ("pg_restore",))
     with scratch_database(admin, live, "check") as scratch:
-        into = scratch.target(server)
-        restore_archive(bindir, backup.path, into, len(listing.data_tables), out)
-        with connect(into, read_only=True) as conn:
-            rows = count_rows(conn, user_tables(conn))
-            revision = current_revision(conn)
-    expected_rows = {k: int(v) for k, v in dict(backup.manifest.get("rows", {})).items()}
-    if rows != expected_rows:
-        diff = sorted(t for t in set(rows) | set(expected_rows) if rows.get(t) != expected_rows.get(t))
+        rows, revision = restore_and_count(settings, backup, scratch.target(server), listing, out)
+    differing = rows_differing(backup, rows)
+    if differing:
         raise Failed(
-            f"{backup.path.name} restored with different rows than its manifest in: {', '.join(diff)}",
+            f"{backup.path.name} restored with different rows than its manifest in: {', '.join(differing)}",
             "use another backup: invoke db.backups",
         )
     if revision != backup.manifest.get("revision"):

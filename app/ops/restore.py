@@ -11,19 +11,16 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 
-from app.ops.backup import count_rows, take_backup, user_tables
+from app.ops.backup import take_backup
 from app.ops.backup_files import Backup, resolve_backup
-from app.ops.backup_verify import check_file
+from app.ops.backup_verify import check_file, restore_and_count, rows_differing
 from app.ops.connect import connect, server_major_version
 from app.ops.errors import Refused
 from app.ops.failpoints import failpoint
 from app.ops.locks import exclusive
-from app.ops.pg_restore import restore_archive
 from app.ops.pgtools import require_bindir, tool_major_version
-from app.ops.revisions import current_revision
 from app.ops.runner import TaskContext
 from app.ops.scratch import admin_target, database_exists, drop_leftovers, scratch_database, swap_in
-from app.ops.stamp import write_stamp
 from app.ops.status import human_size
 from app.ops.tiers import Tier
 
@@ -86,7 +83,6 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
         return 0
     admin = admin_target(target)
     drop_leftovers(admin, target.dbname, RESTORE_PURPOSES, out)
-    bindir = require_bindir(settings.values, ("pg_restore",))
     with connect(admin, read_only=True) as conn:
         target_exists = database_exists(conn, target.dbname)
     # the target's own lock keeps resets and migrations out until the swap (which needs no sessions on it)
@@ -96,18 +92,13 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
             if ctx.clearance.rule.backup_first and target_exists:
                 before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
                 ctx.facts["backup"] = before.path.name
-            into = scratch.target(target)
-            restore_archive(bindir, backup.path, into, len(listing.data_tables), out)
-            with connect(into) as conn:
-                write_stamp(conn, tier, target.dbname)
-            with connect(into, read_only=True) as conn:
-                rows = count_rows(conn, user_tables(conn))
-                revision = current_revision(conn)
-            expected = {k: int(v) for k, v in dict(backup.manifest.get("rows", {})).items()}
-            if rows != expected:
-                bad = sorted(t for t in set(rows) | set(expected) if rows.get(t) != expected.get(t))
+            rows, revision = restore_and_count(
+                settings, backup, scratch.target(target), listing, out, stamp_as=tier, stamp_name=target.dbname
+            )
+            differing = rows_differing(backup, rows)
+            if differing:
                 raise Refused(
-                    f"the restored copy differs from the manifest in {', '.join(bad)}; the target is untouched",
+                    f"the restored copy differs from the manifest in {', '.join(differing)}; the target is untouched",
                     "verify the backup: invoke db.verify " + backup.path.name,
                 )
         failpoint("restore:before-swap")

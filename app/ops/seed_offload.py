@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import IO, Any
 
+from app.ops.copy_types import Converters, converted
 from seeds.api import Fakes, SeedTable
 
 try:  # psycopg internals; the runner falls back to in-process generation without them
@@ -42,7 +43,7 @@ def _produce(
     start: int,
     count: int,
     oids: list[int],
-    converters: list[tuple[int, Callable[[Any], Any]]],
+    converters: Converters,
     generate: Rows,
     out: IO[bytes],
     errors: Any,
@@ -54,13 +55,7 @@ def _produce(
         rows = generate(seed, fakes, start, count)
         next(rows)  # the column names
         for row in rows:
-            if converters:
-                values = list(row)
-                for i, convert in converters:
-                    if values[i] is not None:
-                        values[i] = convert(values[i])
-                row = tuple(values)  # noqa: PLW2901
-            data = formatter.write_row(row)
+            data = formatter.write_row(converted(row, converters))
             if data:
                 out.write(data)
         out.write(formatter.end())
@@ -82,7 +77,7 @@ class OffloadedTable:
         start: int,
         count: int,
         oids: list[int],
-        converters: list[tuple[int, Callable[[Any], Any]]],
+        converters: Converters,
         generate: Rows,
     ) -> None:
         self.file = tempfile.TemporaryFile(prefix="seed-")  # noqa: SIM115 -- lives until the table is copied

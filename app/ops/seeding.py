@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import gc
 import importlib
-import ipaddress
-import json
 import math
 import pkgutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from itertools import chain, islice
 from typing import Any
 
@@ -30,6 +27,7 @@ from app.models import Base
 from app.ops.bulk_load import DeferredSchema, defer_indexes_and_keys
 from app.ops.connect import Connection
 from app.ops.console import Output
+from app.ops.copy_types import binary_capable, column_oids, converted, converters_for
 from app.ops.errors import Failed, Refused
 from app.ops.failpoints import failpoint
 from app.ops.seed_offload import OffloadedTable, worth_offloading
@@ -224,10 +222,10 @@ def _start_offload(
             f"seed module {module} made a bad row for table {table}: {type(exc).__name__}: {exc}",
             f"fix {module}; the database was left as it was before the seed",
         ) from None
-    oids = _column_oids(conn, table, columns)
-    if not all(oid in _BINARY_OIDS for oid in oids):
+    oids = column_oids(conn, table, columns)
+    if not binary_capable(oids):
         return None
-    converters = [(i, _CONVERTERS[oid]) for i, oid in enumerate(oids) if oid in _CONVERTERS]
+    converters = converters_for(oids)
     worker = OffloadedTable(
         seed, fakes_for(table), id_ranges[table][0], plan.counts[table], oids, converters, generate_rows
     )
@@ -274,36 +272,6 @@ def next_id(conn: Connection, table: str) -> int:
     return int(row[0]) if row else 1
 
 
-# Types the binary COPY path handles, and how to turn a seed module's plain values into what it needs.
-_INET, _CIDR, _JSON, _JSONB, _UUID = 869, 650, 114, 3802, 2950
-_BINARY_OIDS = {16, 17, 20, 21, 23, 25, 700, 701, 1043, 1082, 1114, 1184, 1700, _INET, _CIDR, _JSON, _JSONB, _UUID}
-
-
-@cache
-def _as_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return ipaddress.ip_address(value.split("/", 1)[0])  # pooled values repeat: parse each once
-
-
-_CONVERTERS: dict[int, Callable[[Any], Any]] = {
-    _INET: lambda v: _as_ip(v) if isinstance(v, str) else v,
-    _CIDR: lambda v: ipaddress.ip_network(v) if isinstance(v, str) else v,
-    _JSON: lambda v: json.loads(v) if isinstance(v, str) else v,
-    _JSONB: lambda v: json.loads(v) if isinstance(v, str) else v,
-    _UUID: lambda v: uuid.UUID(v) if isinstance(v, str) else v,
-}
-
-
-def _column_oids(conn: Connection, table: str, columns: tuple[str, ...]) -> list[int]:
-    rows = conn.execute(
-        "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0", (table,)
-    ).fetchall()
-    by_name = {str(name): int(oid) for name, oid in rows}
-    missing = [c for c in columns if c not in by_name]
-    if missing:
-        raise ValueError(f"no column(s) {', '.join(missing)} in table {table}")
-    return [by_name[c] for c in columns]
-
-
 def copy_rows(
     conn: Connection,
     table: str,
@@ -314,29 +282,22 @@ def copy_rows(
     advance: Callable[[int], object] | None,
 ) -> int:
     """COPY rows into one table. Binary format where every column type allows it (about 3x faster than text)."""
-    oids = _column_oids(conn, table, columns)
-    binary = all(oid in _BINARY_OIDS for oid in oids)
+    oids = column_oids(conn, table, columns)
+    binary = binary_capable(oids)
     options = [o for o in ("FORMAT BINARY" if binary else "", "FREEZE" if freeze else "") if o]
     statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
         sql.Identifier(table),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.SQL(f" WITH ({', '.join(options)})" if options else ""),
     )
-    converters = [(i, _CONVERTERS[oid]) for i, oid in enumerate(oids) if oid in _CONVERTERS] if binary else []
+    converters = converters_for(oids) if binary else []
     done = 0
     with conn.cursor() as cur, cur.copy(statement) as copy:
         if binary:
             copy.set_types(oids)
         write = copy.write_row
         for row in rows:
-            if converters:
-                values = list(row)
-                for i, convert in converters:
-                    if values[i] is not None:
-                        values[i] = convert(values[i])
-                write(values)
-            else:
-                write(row)
+            write(converted(row, converters))
             done += 1
             if advance is not None and done % PROGRESS_EVERY == 0:
                 advance(PROGRESS_EVERY)
