@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,8 +31,14 @@ from app.ops.connect import Connection, connect
 from app.ops.console import Output
 from app.ops.errors import Failed
 from app.ops.failpoints import failpoint
-from app.ops.masking import mask_text
-from app.ops.pgtools import first_error_line, require_bindir, tool_conninfo, tool_environment, tool_major_version
+from app.ops.pgtools import (
+    first_error_line,
+    follow_progress,
+    require_bindir,
+    tool_conninfo,
+    tool_environment,
+    tool_major_version,
+)
 from app.ops.revisions import current_revision
 from app.ops.status import human_size
 from app.ops.targets import Target
@@ -169,7 +174,12 @@ class DumpProcess:
 
     def wait(self, out: Output | None) -> None:
         failpoint("backup:dumping")
-        _follow(self.proc, self.tmp, self.tables, self.lines, out)
+        tmp = self.tmp
+
+        def written() -> str:
+            return f"pg_dump {human_size(tmp.stat().st_size if tmp.exists() else 0)}"
+
+        self.lines = follow_progress(self.proc, _TABLE_LINE, self.tables, "pg_dump", out, written)
         if self.proc.wait() != 0:
             raise Failed(
                 f"pg_dump failed: {first_error_line(chr(10).join(self.lines))}",
@@ -183,27 +193,3 @@ class DumpProcess:
         self._env.__exit__(None, None, None)
         if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
-
-
-def _follow(proc: subprocess.Popen[str], tmp: Path, tables: int, lines: list[str], out: Output | None) -> None:
-    """Read pg_dump's progress (tables dumped, bytes written) into a progress bar."""
-    assert proc.stderr is not None
-    stream = proc.stderr
-
-    def reader(progress_cb: object) -> None:
-        for line in stream:
-            lines.append(mask_text(line.rstrip()))
-            if _TABLE_LINE.search(line) and callable(progress_cb):
-                progress_cb()
-
-    if out is None:
-        reader(None)
-        return
-    with out.progress() as progress:
-        task = progress.add_task("pg_dump", total=max(tables, 1))
-        thread = threading.Thread(target=reader, args=(lambda: progress.advance(task),), daemon=True)
-        thread.start()
-        while thread.is_alive():
-            size = tmp.stat().st_size if tmp.exists() else 0
-            progress.update(task, description=f"pg_dump {human_size(size)}")
-            thread.join(0.25)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.ops.children import die_with_parent
 from app.ops.console import Output
 from app.ops.errors import Failed
-from app.ops.masking import mask_text
-from app.ops.pgtools import first_error_line, tool_conninfo, tool_environment
+from app.ops.pgtools import first_error_line, follow_progress, tool_conninfo, tool_environment
 from app.ops.targets import Target
 
 _DATA_LINE = re.compile(r'processing data for table "(?P<name>[^"]+)"')
@@ -62,28 +60,11 @@ def restore_archive(
         f"--dbname={tool_conninfo(into)}",
         str(path),
     ]
-    lines: list[str] = []
     with tool_environment(into) as env:
         proc = subprocess.Popen(
             argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
         )
-        assert proc.stderr is not None
-        stream = proc.stderr
-
-        def follow(advance: object) -> None:
-            for line in stream:
-                lines.append(mask_text(line.rstrip()))
-                if _DATA_LINE.search(line) and callable(advance):
-                    advance()
-
-        if out is None:
-            follow(None)
-        else:
-            with out.progress() as progress:
-                task = progress.add_task(f"pg_restore {path.name}", total=max(tables, 1))
-                reader = threading.Thread(target=follow, args=(lambda: progress.advance(task),), daemon=True)
-                reader.start()
-                reader.join()
+        lines = follow_progress(proc, _DATA_LINE, tables, f"pg_restore {path.name}", out)
         code = proc.wait()
     if code != 0:
         errors = [ln for ln in lines if "error" in ln.lower()] or lines[-3:]

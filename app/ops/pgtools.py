@@ -14,10 +14,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
+from app.ops.console import Output
 from app.ops.errors import Failed, Refused
 from app.ops.masking import mask_text
 from app.ops.targets import Target
@@ -157,3 +160,39 @@ def tool_major_version(bindir: Path, tool: str = "pg_dump") -> int:
     out = subprocess.run([str(bindir / tool), "--version"], capture_output=True, text=True, check=False)
     match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
     return int(match.group(1)) if match else 0
+
+
+def follow_progress(
+    proc: subprocess.Popen[str],
+    marker: re.Pattern[str],
+    total: int,
+    label: str,
+    out: Output | None,
+    describe: Callable[[], str] | None = None,
+) -> list[str]:
+    """Read a tool's --verbose stderr: each line matching `marker` is one step of a progress bar.
+
+    Returns the masked lines (for the error message when the tool fails). `describe`, if given, is
+    polled for a live description (pg_dump's bytes written so far).
+    """
+    assert proc.stderr is not None
+    stream, lines = proc.stderr, list[str]()
+
+    def read(step: Callable[[], object] | None) -> None:
+        for line in stream:
+            lines.append(mask_text(line.rstrip()))
+            if step is not None and marker.search(line):
+                step()
+
+    if out is None:
+        read(None)
+        return lines
+    with out.progress() as progress:
+        task = progress.add_task(label, total=max(total, 1))
+        reader = threading.Thread(target=read, args=(partial(progress.advance, task),), daemon=True)
+        reader.start()
+        while reader.is_alive():
+            if describe is not None:
+                progress.update(task, description=describe())
+            reader.join(0.25)
+    return lines
