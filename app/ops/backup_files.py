@@ -19,7 +19,6 @@ from typing import Any
 from app.ops.errors import Failed, Refused
 
 SUFFIX = ".dump"
-MANIFEST_SUFFIX = ".dump.json"
 _NAME = re.compile(r"^(?P<tier>int|stg|prod)-(?P<db>.+)-(?P<ts>\d{8}T\d{6}(?:\d{3})?Z)\.dump$")
 _PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)\.partial$")
 

@@ -55,10 +55,6 @@ class Caller:
     consent: str | None
     prompt: Callable[[str], str] | None = None
 
-    def describe(self) -> str:
-        kind = "agent " + self.agent if self.agent else ("CI" if self.ci else "human")
-        return f"{kind}, {'interactive' if self.interactive else 'non-interactive'}"
-
 
 def detect_caller(
     environ: Mapping[str, str] | None = None,

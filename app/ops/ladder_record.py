@@ -11,7 +11,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from app.ops.errors import Refused
@@ -76,7 +75,3 @@ def check_gate(settings: Settings) -> LadderPass:
         f"PROD migrations need a passing ladder for exactly these migration files: {why}",
         f"run `{LADDER_COMMAND}`, then migrate PROD again",
     )
-
-
-def ladder_file(settings: Settings) -> Path:
-    return settings.path("LADDER_RECORD")

@@ -99,8 +99,6 @@ POLICY: dict[str, dict[Tier, Rule]] = {
     "ladder": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: READ},
 }
 
-REPORTING = frozenset({"status", "doctor", "audit", "up", "down"})
-
 
 def rule_for(operation: str, tier: Tier) -> Rule:
     return POLICY[operation][tier]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
@@ -48,7 +46,3 @@ def pending_revisions(settings: Settings, current: str | None, target: str = "he
     script = script_directory(settings)
     revs = list(script.iterate_revisions(target, current or "base"))
     return [r.revision for r in reversed(revs)]
-
-
-def migrations_dir(settings: Settings) -> Path:
-    return settings.path("MIGRATIONS_DIR") / "versions"

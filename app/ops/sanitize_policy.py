@@ -45,7 +45,6 @@ FROM_PII = {
 SAFE_CATEGORIES = {"B", "N", "D", "T", "E"}
 SAFE_TYPES = {"uuid", "oid"}
 ALWAYS_KEPT = {("public", "alembic_version")}  # the revision must equal PROD's
-NEVER_COPIED_SCHEMAS = {"dbguard"}  # the target gets its own stamp
 
 
 @dataclass(frozen=True)

@@ -170,9 +170,6 @@ def inline(fake: Fake, words: WordLists) -> str:
     return text
 
 
-HASHED_KINDS = {"email", "name", "phone", "address", "free_text", "ip"}
-
-
 def lists_cte(words: WordLists, used: set[str]) -> sql.Composed:
     """WITH first(i, v) AS (...), ...: each word list as a small table, joined by hash (O(1) per row)."""
     parts = []

@@ -64,9 +64,6 @@ class Target:
         host = "local" if self.is_local else self.host.lower()
         return (host, self.port, self.dbname)
 
-    def server_identity(self) -> tuple[str, int]:
-        return self.identity()[:2]
-
     def with_database(self, dbname: str) -> Target:
         """The same server and credentials, another database (maintenance or scratch)."""
         return replace(self, params={**self.params, "dbname": dbname})
