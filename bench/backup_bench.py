@@ -9,13 +9,10 @@ scratch database, row counts against the manifest, re-stamp and the swap.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from psycopg import sql
 
 from app.ops.backup import take_backup
 from app.ops.caller import Caller
@@ -30,7 +27,7 @@ from app.ops.seeding import make_plan, seed_database
 from app.ops.status import human_size
 from app.ops.tiers import Tier
 from app.settings import load_settings
-from bench.common import Timer, machine, scratch_database
+from bench.common import Timer, empty_database, machine, scratch_database, size_and_rounds
 
 
 def seed(settings, target, scale: float) -> int:  # type: ignore[no-untyped-def]
@@ -55,25 +52,17 @@ def raw_dump(bindir: Path, target, path: Path) -> float:  # type: ignore[no-unty
 
 
 def raw_restore(bindir: Path, target, path: Path) -> float:  # type: ignore[no-untyped-def]
-    admin = admin_target(target)
-    with connect(admin, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("bench_raw_restore")))
-        c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier("bench_raw_restore")))
-    into = target.with_database("bench_raw_restore")
-    try:
-        with tool_environment(into) as env, Timer() as timer:
-            subprocess.run([str(bindir / "pg_restore"), "-d", tool_conninfo(into), str(path)], env=env, check=True)
-        return timer.seconds
-    finally:
-        with connect(admin, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("bench_raw_restore")))
+    with (
+        empty_database(admin_target(target), "bench_raw_restore") as into,
+        tool_environment(into) as env,
+        Timer() as timer,
+    ):
+        subprocess.run([str(bindir / "pg_restore"), "-d", tool_conninfo(into), str(path)], env=env, check=True)
+    return timer.seconds
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+    args = size_and_rounds()
     base = load_settings()
     with (
         tempfile.TemporaryDirectory(prefix="bench-backups-") as folder,

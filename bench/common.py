@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -35,6 +36,27 @@ def scratch_database(settings: Settings, name: str, tier: Tier = Tier.INT) -> It
     finally:
         with connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def empty_database(admin: Target, name: str) -> Iterator[Target]:
+    """An empty, unstamped database on `admin`'s server for the naive side of a benchmark; dropped afterwards."""
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with connect(admin, autocommit=True) as conn:
+        conn.execute(drop)
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        yield admin.with_database(name)
+    finally:
+        with connect(admin, autocommit=True) as conn:
+            conn.execute(drop)
+
+
+def size_and_rounds() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=float, default=3.0, help="'load' scenario multiplier (3: over 500 MB)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each side; the best is reported")
+    return parser.parse_args()
 
 
 class Timer:

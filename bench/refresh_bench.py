@@ -10,7 +10,6 @@ copy, indexes, sequences, stamp, row-count and PII verification, the swap.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -32,41 +31,33 @@ from app.ops.status import human_size
 from app.ops.targets import parse_database_url
 from app.ops.tiers import Tier
 from app.settings import load_settings
-from bench.common import Timer, machine, scratch_database
+from bench.common import Timer, empty_database, machine, scratch_database, size_and_rounds
 from tests.support.clusters import ThrowawayCluster
 
 PASSWORD = "bench-prod-pw-1"  # noqa: S105 -- a throwaway cluster's
 
 
 def naive(bindir: Path, prod, stg_admin, name: str) -> float:  # type: ignore[no-untyped-def]
-    with connect(stg_admin, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    into = stg_admin.with_database(name)
-    try:
-        with tool_environment(prod) as penv, tool_environment(into) as senv, Timer() as timer:
-            dump = subprocess.Popen(
-                [str(bindir / "pg_dump"), "-d", tool_conninfo(prod)], env=penv, stdout=subprocess.PIPE
-            )
-            subprocess.run(
-                [str(bindir / "psql"), "-X", "-q", "-d", tool_conninfo(into)],
-                env=senv,
-                stdin=dump.stdout,
-                stdout=subprocess.DEVNULL,
-                check=True,
-            )
-            assert dump.wait() == 0
-        return timer.seconds
-    finally:
-        with connect(stg_admin, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with (
+        empty_database(stg_admin, name) as into,
+        tool_environment(prod) as penv,
+        tool_environment(into) as senv,
+        Timer() as timer,
+    ):
+        dump = subprocess.Popen([str(bindir / "pg_dump"), "-d", tool_conninfo(prod)], env=penv, stdout=subprocess.PIPE)
+        subprocess.run(
+            [str(bindir / "psql"), "-X", "-q", "-d", tool_conninfo(into)],
+            env=senv,
+            stdin=dump.stdout,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        assert dump.wait() == 0
+    return timer.seconds
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+    args = size_and_rounds()
     base = load_settings()
     prod_cluster = ThrowawayCluster("benchprod", password=PASSWORD).start()
     try:

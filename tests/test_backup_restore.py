@@ -14,7 +14,7 @@ from app.ops.backup import take_backup
 from app.ops.backup_files import list_backups
 from app.ops.runner import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from app.ops.tiers import Tier
-from tests.support.cli import invoke_cli
+from tests.support.cli import cli_environment, invoke_cli, module_argv
 from tests.support.kill import kill_at, wait_for_no_sessions
 from tests.support.setup import Tiers, human, robot, run, state_values
 
@@ -251,17 +251,13 @@ def test_server_stopping_mid_restore(tmp_path: Path, prod_server) -> None:  # ty
         assert invoke_cli("db.backup", "--env", "stg", env=env).returncode == 0
         before = digest(tiers, Tier.STG)
         backup = next((tmp_path / "backups").glob("stg-*.dump"))
-        from tests.support.setup import base_environ
-
-        full = base_environ() | {"DB_TOOLS_ENV_FILE": "/dev/null", "NO_COLOR": "1"} | env
-        import sys
-
         from app.settings import PROJECT_ROOT
+        from tests.support.cli import cli_environment, module_argv
 
         proc = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "db.restore", "--env", "stg", "--from", backup.name],
+            module_argv("invoke", "db.restore", "--env", "stg", "--from", backup.name),
             cwd=PROJECT_ROOT,
-            env=full,
+            env=cli_environment(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -307,8 +303,8 @@ def test_disk_filling_during_a_dump_leaves_no_partial_file(tiers: Tiers, tmp_pat
             proc = invoke_cli("db.backup", "--env", "stg", env=env)
         else:  # no mount permission: a file-size limit makes the write fail the same way
             proc = subprocess.run(
-                ["sh", "-c", 'ulimit -f 256; exec "$0" "$@"', *_invoke_argv("db.backup", "--env", "stg")],
-                env=_full_env(env),
+                ["sh", "-c", 'ulimit -f 256; exec "$0" "$@"', *module_argv("invoke", "db.backup", "--env", "stg")],
+                env=cli_environment(env),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -321,18 +317,6 @@ def test_disk_filling_during_a_dump_leaves_no_partial_file(tiers: Tiers, tmp_pat
     finally:
         if mounted:
             subprocess.run(["umount", str(small)], check=False)
-
-
-def _invoke_argv(*args: str) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "invoke", *args]
-
-
-def _full_env(env: dict[str, str]) -> dict[str, str]:
-    from tests.support.setup import base_environ
-
-    return base_environ() | {"DB_TOOLS_ENV_FILE": "/dev/null", "NO_COLOR": "1"} | env
 
 
 def test_prune_keeps_newest_and_the_only_verified(tiers: Tiers, tmp_path: Path) -> None:

@@ -177,23 +177,12 @@ def test_prod_migrate_needs_a_passing_ladder_for_these_files(tiers: Tiers, tmp_p
 
 
 def test_plain_alembic_cli_goes_through_the_guard(tiers: Tiers, tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from tests.support.cli import run_module
 
-    from app.settings import PROJECT_ROOT
-    from tests.support.setup import base_environ
+    env = env_for(tiers, tmp_path)
 
-    env = base_environ() | {"DB_TOOLS_ENV_FILE": "/dev/null", "NO_COLOR": "1"} | env_for(tiers, tmp_path)
-
-    def alembic(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "alembic", *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            text=True,
-            capture_output=True,
-            check=False,
-        )
+    def alembic(*args: str):  # type: ignore[no-untyped-def]
+        return run_module("alembic", *args, env=env)
 
     proc = alembic("-x", "env=stg", "upgrade", "head")
     assert proc.returncode == 0, proc.stderr

@@ -249,11 +249,7 @@ def _copy_offloaded(
             f"seed module {module} failed making rows for table {table}: {error.splitlines()[0]}",
             f"fix {module}; the database was left as it was before the seed",
         )
-    options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
-    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(options)
-    )
-    with conn.cursor() as cur, cur.copy(statement) as copy:
+    with conn.cursor() as cur, cur.copy(copy_statement(table, columns, binary=True, freeze=freeze)) as copy:
         worker.stream_into(copy.write, advance, count)
     _set_sequence(conn, table, columns)
 
@@ -272,6 +268,15 @@ def next_id(conn: Connection, table: str) -> int:
     return int(row[0]) if row else 1
 
 
+def copy_statement(table: str, columns: tuple[str, ...], *, binary: bool, freeze: bool) -> sql.Composed:
+    options = [o for o in ("FORMAT BINARY" if binary else "", "FREEZE" if freeze else "") if o]
+    return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(f" WITH ({', '.join(options)})" if options else ""),
+    )
+
+
 def copy_rows(
     conn: Connection,
     table: str,
@@ -284,15 +289,9 @@ def copy_rows(
     """COPY rows into one table. Binary format where every column type allows it (about 3x faster than text)."""
     oids = column_oids(conn, table, columns)
     binary = binary_capable(oids)
-    options = [o for o in ("FORMAT BINARY" if binary else "", "FREEZE" if freeze else "") if o]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-        sql.Identifier(table),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(f" WITH ({', '.join(options)})" if options else ""),
-    )
     converters = converters_for(oids) if binary else []
     done = 0
-    with conn.cursor() as cur, cur.copy(statement) as copy:
+    with conn.cursor() as cur, cur.copy(copy_statement(table, columns, binary=binary, freeze=freeze)) as copy:
         if binary:
             copy.set_types(oids)
         write = copy.write_row

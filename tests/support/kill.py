@@ -5,26 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from app.settings import PROJECT_ROOT
-from tests.support.setup import base_environ
+from tests.support.cli import cli_environment, module_argv
 
 
 def kill_at(failpoint: str, args: list[str], env: dict[str, str], tmp: Path, timeout: float = 120) -> None:
     """Run `invoke <args>` until it reaches `failpoint`, then SIGKILL it (and wait for it to be gone)."""
     marker = tmp / f"failpoint-{failpoint.replace(':', '_')}"
     marker.unlink(missing_ok=True)
-    full = (
-        base_environ()
-        | {"DB_TOOLS_ENV_FILE": "/dev/null", "NO_COLOR": "1"}
-        | env
-        | {"DB_TOOLS_FAILPOINT": failpoint, "DB_TOOLS_FAILPOINT_FILE": str(marker)}
-    )
+    full = cli_environment(env | {"DB_TOOLS_FAILPOINT": failpoint, "DB_TOOLS_FAILPOINT_FILE": str(marker)})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", *args],
+        module_argv("invoke", *args),
         cwd=PROJECT_ROOT,
         env=full,
         stdout=subprocess.PIPE,
