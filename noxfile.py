@@ -1,41 +1,41 @@
-"""nox sessions. Thin: each one calls a command or an importable function, nothing more.
+"""nox sessions for this app. Thin, and it imports nothing from the project.
 
-Sessions run in the current environment (`pip install -e '.[dev]'` first): the project's tools
-need no second copy of every dependency, and CI stays fast and offline.
+The sessions run in the environment the README's commands installed (venv_backend "none"): the
+tools need no second copy of every dependency, and CI stays fast and offline. To give each
+session its own virtualenv instead, drop `venv_backend="none"` and add `session.install(...)`.
 """
 
 import nox
 
-from app.ops import ladder
-
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
+TYPED = ["app", "seeds", "migrations", "tests", "tasks.py", "noxfile.py", "engine/src", "engine/tests", "engine/bench"]
 
-@nox.session
+
+@nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", *(session.posargs or ["."]))
+    session.run("ruff", "format", "--check", *(session.posargs or ["."]))
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def typecheck(session: nox.Session) -> None:
     """mypy, strict."""
-    session.run("mypy", "app", "tests", "bench", "seeds", "migrations", "tasks.py", "noxfile.py")
+    session.run("mypy", *(session.posargs or TYPED))
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """The whole test suite on throwaway PostgreSQL clusters."""
     session.run("pytest", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def migrations(session: nox.Session) -> None:
-    """The migration ladder INT -> STG -> PROD check; records a pass for db.migrate --env prod.
+    """The migration ladder INT -> STG clone -> PROD check (the same as `invoke db.ladder`).
 
     nox -s migrations -- [--report ladder.json] [--apply-stg]
     """
-    if ladder.main(session.posargs):
-        session.error("the migration ladder failed")
+    session.run("invoke", "db.ladder", *session.posargs)

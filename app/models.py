@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from dbguard.pii import PII, pii_column
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -24,8 +25,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
-
-from app.pii import PII, pii_column
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

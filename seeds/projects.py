@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dbguard.seeding.api import Fakes, Row, SeedTable
+
 from app.models import Project
-from seeds.api import Fakes, Row, SeedTable
 
 
 class Projects(SeedTable):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dbguard.seeding.api import Fakes, Row, SeedTable
+
 from app.models import TASK_STATUSES, Task
-from seeds.api import Fakes, Row, SeedTable
 
 
 class Tasks(SeedTable):

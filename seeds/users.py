@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dbguard.seeding.api import Fakes, Row, SeedTable
+
 from app.models import User
-from seeds.api import Fakes, Row, SeedTable
 
 THEMES = ("light", "dark", "system")
 LANGUAGES = ("en", "fr", "de", "es", "pt")

@@ -1,0 +1,74 @@
+"""pg_restore, the way these tools use it: listing an archive, and restoring with a progress bar."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbguard.cli.console import Output
+from dbguard.cluster.children import die_with_parent
+from dbguard.cluster.pgtools import first_error_line, follow_progress, tool_conninfo, tool_environment
+from dbguard.errors import Failed
+from dbguard.guard.targets import Target
+
+_DATA_LINE = re.compile(r'processing data for table "(?P<name>[^"]+)"')
+RESTORE_JOBS = 2
+
+
+@dataclass(frozen=True)
+class ArchiveListing:
+    entries: int
+    data_tables: list[str]
+    dumped_from: str
+
+
+def list_archive(bindir: Path, path: Path) -> ArchiveListing:
+    """`pg_restore --list`: proves the file is a readable archive and names what it holds."""
+    proc = subprocess.run(
+        [str(bindir / "pg_restore"), "--list", str(path)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        reason = first_error_line(proc.stderr).removeprefix("pg_restore: error: ")
+        raise Failed(
+            f"{path.name} is not a readable PostgreSQL archive ({reason})", "use another backup: invoke db.backups"
+        )
+    tables, entries, dumped_from = [], 0, ""
+    for line in proc.stdout.splitlines():
+        if line.startswith(";") and "Dumped from database version:" in line:
+            dumped_from = line.split(":", 1)[1].strip()
+        elif line and not line.startswith(";"):
+            entries += 1
+            parts = line.split()
+            if "TABLE DATA" in line and len(parts) >= 7:
+                tables.append(f"{parts[5]}.{parts[6]}")
+    return ArchiveListing(entries, tables, dumped_from)
+
+
+def restore_archive(
+    bindir: Path, path: Path, into: Target, tables: int, out: Output | None, jobs: int = RESTORE_JOBS
+) -> None:
+    """Restore `path` into the (empty) database `into`; objects owned by the connecting role."""
+    argv = [
+        str(bindir / "pg_restore"),
+        "--verbose",
+        "--no-owner",
+        "--no-acl",
+        "--exit-on-error",
+        f"--jobs={jobs}",
+        f"--dbname={tool_conninfo(into)}",
+        str(path),
+    ]
+    with tool_environment(into) as env:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
+        )
+        lines = follow_progress(proc, _DATA_LINE, tables, f"pg_restore {path.name}", out)
+        code = proc.wait()
+    if code != 0:
+        errors = [ln for ln in lines if "error" in ln.lower()] or lines[-3:]
+        raise Failed(
+            f"pg_restore failed: {first_error_line(chr(10).join(errors))}",
+            "the target was left as it was; check the server and run the restore again",
+        )

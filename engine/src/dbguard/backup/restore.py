@@ -1,0 +1,120 @@
+"""db.restore: a backup restored into a fresh scratch database first, checked, then swapped in.
+
+A failed or killed restore leaves the target as it was (the next run removes the scratch
+database). The result is re-stamped with the target's tier, so a PROD backup restored into STG
+becomes STG. The target is backed up first (STG, PROD); a backup whose checksum fails, or that
+comes from a newer PostgreSQL major than the target server, is refused before anything is touched.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+from dbguard.backup.dump import take_backup
+from dbguard.backup.files import Backup, resolve_backup
+from dbguard.backup.verify import check_file, restore_and_count, rows_differing
+from dbguard.cli.runner import TaskContext
+from dbguard.cluster.pgtools import require_bindir, tool_major_version
+from dbguard.cluster.scratch import admin_target, database_exists, drop_leftovers, scratch_database, swap_in
+from dbguard.errors import Refused
+from dbguard.failpoints import failpoint
+from dbguard.guard.connect import connect, server_major_version
+from dbguard.guard.locks import exclusive
+from dbguard.guard.tiers import Tier
+from dbguard.reports.status import human_size
+
+RESTORE_PURPOSES = ("restore", "old")
+
+
+def _major(version: object) -> int:
+    try:
+        return int(str(version).split(".")[0].split()[0])
+    except ValueError:
+        return 0
+
+
+def check_versions(ctx: TaskContext, backup: Backup) -> None:
+    with connect(admin_target(ctx.target), read_only=True) as conn:
+        server = server_major_version(conn)
+    made_on = _major(backup.manifest.get("server_version"))
+    if made_on > server:
+        raise Refused(
+            f"{backup.path.name} comes from PostgreSQL {made_on}; the {ctx.tier.value.upper()} server runs "
+            f"PostgreSQL {server}, which cannot restore it",
+            f"restore into a PostgreSQL {made_on} server",
+        )
+    bindir = require_bindir(ctx.settings.values, ("pg_restore",))
+    dumped_by = int(backup.manifest.get("pg_dump_version") or 0)
+    if dumped_by > tool_major_version(bindir, "pg_restore"):
+        raise Refused(
+            f"{backup.path.name} was written by pg_dump {dumped_by}; this machine's pg_restore is older",
+            f"install PostgreSQL {dumped_by} client tools",
+        )
+
+
+def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) -> int:
+    settings, target, out, tier = ctx.settings, ctx.target, ctx.out, ctx.tier
+    began = time.monotonic()
+    backup = resolve_backup(settings.backups_dir, spec, tier.value)
+    ctx.facts["from"] = backup.path.name
+    source_tier = str(backup.manifest.get("tier", backup.tier))
+    if source_tier == Tier.PROD.value and tier is not Tier.PROD and not allow_prod_data:
+        raise Refused(
+            f"{backup.path.name} is a PROD backup: restoring it into {tier.value.upper()} copies real "
+            "people's data there unsanitized",
+            "use invoke db.refresh-staging for a sanitized copy, or pass --allow-prod-data if you must",
+        )
+    listing = check_file(settings, backup)
+    check_versions(ctx, backup)
+    out.ok(
+        f"{backup.path.name}: checksum matches; {source_tier.upper()} '{backup.manifest.get('database')}' at "
+        f"revision {backup.manifest.get('revision')}, {sum(dict(backup.manifest.get('rows', {})).values()):,} rows"
+    )
+    if ctx.dry_run:
+        steps = ["back up the target"] if ctx.clearance.rule.backup_first else []
+        steps += [
+            "restore into a scratch database",
+            f"re-stamp it {tier.value.upper()}",
+            "compare rows with the manifest",
+            f"swap it in as {target.dbname}",
+        ]
+        out.plan(", then ".join(steps))
+        return 0
+    admin = admin_target(target)
+    drop_leftovers(admin, target.dbname, RESTORE_PURPOSES, out)
+    with connect(admin, read_only=True) as conn:
+        target_exists = database_exists(conn, target.dbname)
+    # the target's own lock keeps resets and migrations out until the swap (which needs no sessions on it)
+    lock = exclusive(target, "restore") if target_exists else nullcontext()
+    with scratch_database(admin, target.dbname, "restore") as scratch:
+        with lock:
+            if ctx.clearance.rule.backup_first and target_exists:
+                before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
+                ctx.facts["backup"] = before.path.name
+            rows, revision = restore_and_count(
+                settings, backup, scratch.target(target), listing, out, stamp_as=tier, stamp_name=target.dbname
+            )
+            differing = rows_differing(backup, rows)
+            if differing:
+                raise Refused(
+                    f"the restored copy differs from the manifest in {', '.join(differing)}; the target is untouched",
+                    "verify the backup: invoke db.verify " + backup.path.name,
+                )
+        failpoint("restore:before-swap")
+        swap_in(
+            admin,
+            target.dbname,
+            scratch.name,
+            keep_old_as=None,
+            wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
+            out=out,
+        )
+    ctx.facts["revision"] = revision
+    seconds = max(time.monotonic() - began, 1e-6)
+    size = backup.path.stat().st_size
+    out.ok(
+        f"restored {backup.path.name} into {target.dbname} (stamped {tier.value.upper()}, revision {revision}, "
+        f"{sum(rows.values()):,} rows): {human_size(size)} in {seconds:.1f}s, {human_size(int(size / seconds))}/s"
+    )
+    return 0

@@ -1,0 +1,300 @@
+"""The embedded default: a project-local PostgreSQL cluster made from the machine's binaries.
+
+It serves INT and STG when their URLs are unset, plus a stand-in PROD (stamped PROD) so every
+task can be tried end to end on one laptop. It listens on a Unix socket only (mode 0700), so
+nobody else on the machine or the network can reach it. When the caller is root the server
+runs as an unprivileged user (PostgreSQL refuses root); if that user cannot reach the project
+folder, the data lives under /var/tmp and the project folder is a symlink to it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg import sql
+
+from dbguard.cluster.pgtools import NO_BINARIES_FIX, SERVER_TOOLS, clean_environment, find_bindir, first_error_line
+from dbguard.errors import Failed, Refused
+from dbguard.guard.connect import connect
+from dbguard.guard.stamp import write_stamp
+from dbguard.guard.targets import Target
+from dbguard.guard.tiers import Tier
+from dbguard.settings import Settings
+
+SUPERUSER = "postgres"
+_READY_MARKER = ".ready"
+_SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN.lock"
+_CREATING_SUFFIX = "__creating"
+
+
+@dataclass(frozen=True)
+class EmbeddedCluster:
+    """One project's local cluster; cheap to construct, touches nothing until asked."""
+
+    home: Path
+    port: int
+    app_name: str
+    config: Mapping[str, str]  # Settings.values: PG_BINDIR, EMBEDDED_PG_OS_USER, PATH
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddedCluster:
+        return cls(
+            home=settings.path("EMBEDDED_PG_DIR"),
+            port=int(settings.get("EMBEDDED_PG_PORT")),
+            app_name=settings.app_name,
+            config=settings.values,
+        )
+
+    # -- where things are -------------------------------------------------------------------
+    @property
+    def real_home(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.real_home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.real_home / "server.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        preferred = self.real_home / "run"
+        if len(str(preferred)) + 24 <= _SOCKET_PATH_LIMIT:
+            return preferred
+        digest = hashlib.sha1(str(self.real_home).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"pg-{digest}"
+
+    def database_name(self, tier: Tier) -> str:
+        return f"{self.app_name}_{tier.value}"
+
+    def target(self, tier: Tier, dbname: str | None = None) -> Target:
+        params = {
+            "host": str(self.socket_dir),
+            "port": str(self.port),
+            "user": SUPERUSER,
+            "dbname": dbname or self.database_name(tier),
+        }
+        return Target(tier=tier, params=params, source="embedded default", embedded=True)
+
+    # -- who runs it ------------------------------------------------------------------------
+    @property
+    def os_user(self) -> str | None:
+        """None: run as ourselves. Otherwise the unprivileged account the server runs as."""
+        if os.geteuid() != 0:
+            return None
+        return self.config.get("EMBEDDED_PG_OS_USER") or "postgres"
+
+    def _run_as_owner(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = clean_environment(os.environ)  # the real environment: .env secrets never reach the server
+        env.update({"LC_ALL": "C", "LANG": "C"})
+        kwargs: dict[str, object] = {}
+        user = self.os_user
+        if user is not None:
+            try:
+                entry = pwd.getpwnam(user)
+            except KeyError:
+                raise Refused(
+                    f"running as root, and the unprivileged user '{user}' that PostgreSQL must run as does not exist",
+                    "create it (useradd --system postgres) or set EMBEDDED_PG_OS_USER to an existing user",
+                ) from None
+            kwargs = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            env["HOME"] = entry.pw_dir
+            env["USER"] = user
+        proc: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+            argv, env=env, cwd="/", capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        )
+        return proc
+
+    def _give_to_owner(self, path: Path) -> None:
+        if self.os_user is not None:
+            entry = pwd.getpwnam(self.os_user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _reachable_by_owner(self, path: Path) -> bool:
+        if self.os_user is None:
+            return True
+        return self._run_as_owner(["test", "-w", str(path)], timeout=10).returncode == 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def bindir(self) -> Path:
+        found = find_bindir(self.config, (*SERVER_TOOLS, "pg_dump", "pg_restore", "psql"))
+        if found is None:
+            raise Refused(
+                "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the embedded default",
+                NO_BINARIES_FIX,
+            )
+        return found
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise init/start/stop between concurrent task runs."""
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.home.parent / f".{self.home.name}.lock"
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def is_initialized(self) -> bool:
+        return (self.real_home / _READY_MARKER).exists() and (self.data_dir / "PG_VERSION").exists()
+
+    def is_running(self) -> bool:
+        if not self.is_initialized():
+            return False
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        proc = self._run_as_owner([str(self.bindir() / "pg_ctl"), "status", "-D", str(self.data_dir)], timeout=30)
+        return proc.returncode == 0
+
+    def _prepare_home(self) -> None:
+        if self.home.exists():
+            return
+        self.home.mkdir(parents=True, mode=0o700)
+        self._give_to_owner(self.home)
+        if self._reachable_by_owner(self.home):
+            return
+        # The unprivileged user cannot traverse the project path (e.g. a 0700 temp folder):
+        # keep the data where it can, and leave a symlink in the project.
+        self.home.rmdir()
+        digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:12]
+        real = Path("/var/tmp") / f"{self.app_name}-pg-{digest}"  # noqa: S108 -- private 0700 folder
+        real.mkdir(mode=0o700, exist_ok=True)
+        self._give_to_owner(real)
+        self.home.symlink_to(real, target_is_directory=True)
+
+    def initialise(self) -> bool:
+        """initdb once; returns True when a new cluster was made."""
+        if self.is_initialized():
+            return False
+        bindir = self.bindir()
+        self._prepare_home()
+        if self.data_dir.exists():  # a half-made cluster from a killed run: nothing of value in it yet
+            shutil.rmtree(self.data_dir)
+        proc = self._run_as_owner(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ],
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            raise Failed(f"initdb failed for the embedded cluster: {first_error_line(proc.stderr)}")
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# --- embedded default (written by app/ops/embedded.py) ---\n"
+                "listen_addresses = ''\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                "unix_socket_permissions = 0700\n"
+                "wal_level = minimal\n"
+                "max_wal_senders = 0\n"
+                "shared_buffers = 256MB\n"
+                "maintenance_work_mem = 256MB\n"
+                "max_wal_size = 4GB\n"
+                "logging_collector = off\n"
+            )
+        (self.real_home / _READY_MARKER).write_text("initialised\n")
+        return True
+
+    def start(self) -> bool:
+        """Start the server if it is not running; returns True when it was started."""
+        with self._lock():
+            self.initialise()
+            if self.is_running():
+                return False
+            self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._give_to_owner(self.socket_dir)
+            if not self.log_file.exists():
+                self.log_file.touch(mode=0o600)
+                self._give_to_owner(self.log_file)
+            proc = self._run_as_owner(
+                [
+                    str(self.bindir() / "pg_ctl"),
+                    "start",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    "120",
+                ],
+                timeout=180,
+            )
+            if proc.returncode != 0:
+                tail = (
+                    self.log_file.read_text(errors="replace").strip().splitlines()[-3:]
+                    if self.log_file.exists()
+                    else []
+                )
+                detail = first_error_line("\n".join(tail) or proc.stderr or proc.stdout)
+                raise Failed(f"the embedded PostgreSQL did not start: {detail}", f"read {self.log_file}")
+            return True
+
+    def stop(self) -> bool:
+        """Stop the server (fast shutdown); returns True when it was running."""
+        with self._lock():
+            if not self.is_running():
+                return False
+            proc = self._run_as_owner(
+                [str(self.bindir() / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120"],
+                timeout=180,
+            )
+            if proc.returncode != 0:
+                raise Failed(f"the embedded PostgreSQL did not stop: {first_error_line(proc.stderr)}")
+            return True
+
+    def ensure_database(self, tier: Tier) -> Target:
+        """Start the cluster if needed and make sure the tier databases exist, stamped.
+
+        All three are made on first use, so the stand-in PROD is there as soon as anything runs.
+        """
+        self.start()
+        admin = self.target(tier, "postgres")
+        with connect(admin, autocommit=True) as conn:
+            leftovers = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"%{_CREATING_SUFFIX}",)
+            ).fetchall()
+            for (name,) in leftovers:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+            existing = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        for each in Tier:
+            if self.database_name(each) not in existing:
+                self._create_stamped(each)
+        return self.target(tier)
+
+    def _create_stamped(self, tier: Tier) -> None:
+        """Create under a scratch name, stamp, then rename: a killed run never leaves an unstamped database."""
+        name = self.database_name(tier)
+        scratch = name + _CREATING_SUFFIX
+        admin = self.target(tier, "postgres")
+        with connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+        with connect(self.target(tier, scratch)) as conn:
+            write_stamp(conn, tier, name)
+        with connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(scratch), sql.Identifier(name))
+            )

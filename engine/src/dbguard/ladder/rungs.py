@@ -1,0 +1,497 @@
+"""The migration ladder: INT from empty -> a clone of STG -> a PROD check that never writes PROD.
+
+Each rung is a plain function that appends checks (pass, fail or skip, with the reason) to a
+`Ladder`; `nox -s migrations` runs them all and prints one table. A ladder with no failed check
+records a digest of the migration files and the head revision: `db.migrate --env prod` needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import io
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+from rich.text import Text
+
+from dbguard.backup.archive import list_archive, restore_archive
+from dbguard.backup.dump import take_backup
+from dbguard.backup.files import list_backups
+from dbguard.cli.console import Output, add_row, new_table
+from dbguard.cli.runner import TaskContext, run_task
+from dbguard.cluster.pgtools import require_bindir, run_tool, tool_conninfo
+from dbguard.cluster.scratch import admin_target, drop_leftovers, scratch_database
+from dbguard.errors import OpsError
+from dbguard.guard.config import target_for
+from dbguard.guard.connect import connect
+from dbguard.guard.door import open_target
+from dbguard.guard.locks import exclusive
+from dbguard.guard.targets import Target
+from dbguard.guard.tiers import Tier
+from dbguard.ladder.gate import migrations_digest, record_pass
+from dbguard.migrations.history import alembic_config, current_revision, script_directory
+from dbguard.migrations.schema import downgrade, raw, sa_connection, upgrade
+from dbguard.pii import pii_of
+from dbguard.refresh.rules import check_coverage, live_schema, load_policy
+from dbguard.seeding.runner import make_plan, seed_database
+from dbguard.settings import Settings
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+# squawk rules about style rather than locks or rewrites; everything else it reports fails the rung
+SQUAWK_EXCLUDED = (
+    "prefer-robust-stmts",
+    "prefer-text-field",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-timestamp-tz",
+)
+
+
+@dataclass
+class Check:
+    rung: str
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float | None = None
+
+
+@dataclass
+class Ladder:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, rung: str, name: str, ok: bool | None, detail: str = "", seconds: float | None = None) -> Check:
+        status = SKIP if ok is None else (PASS if ok else FAIL)
+        check = Check(rung, name, status, detail, None if seconds is None else round(seconds, 3))
+        self.checks.append(check)
+        return check
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+
+def _ordered(script: ScriptDirectory) -> list[Script]:
+    """Revisions from base to head (one head assumed)."""
+    return list(reversed(list(script.walk_revisions("base", "heads"))))
+
+
+def _irreversible(revision: Script) -> bool:
+    return bool(getattr(revision.module, "irreversible", False))
+
+
+# -- rung 1: history ---------------------------------------------------------------------------------
+def rung_history(settings: Settings, ladder: Ladder) -> ScriptDirectory | None:
+    rung = "1 history"
+    try:
+        script = script_directory(settings)
+        revisions = list(script.walk_revisions())  # imports every revision file
+    except Exception as exc:  # an import error in any revision file
+        ladder.add(rung, "every revision file imports cleanly", False, f"{type(exc).__name__}: {exc}")
+        return None
+    ladder.add(rung, "every revision file imports cleanly", True, f"{len(revisions)} revisions")
+    heads = script.get_heads()
+    ladder.add(
+        rung,
+        "exactly one head",
+        len(heads) == 1,
+        f"head {heads[0]}"
+        if len(heads) == 1
+        else f"{len(heads)} heads: {', '.join(heads)} (merge them: alembic merge heads)",
+    )
+    unmerged = [r.revision for r in revisions if r.is_branch_point and len(heads) > 1]
+    ladder.add(
+        rung,
+        "no unmerged branch point",
+        not unmerged,
+        "none" if not unmerged else "branch point(s) never merged: " + ", ".join(unmerged),
+    )
+    hollow = [r.revision for r in revisions if not _irreversible(r) and _downgrade_is_empty(r)]
+    ladder.add(
+        rung,
+        "every revision can be downgraded or is marked irreversible",
+        not hollow,
+        "all"
+        if not hollow
+        else "empty downgrade() in "
+        + ", ".join(hollow)
+        + " (write it, or set `irreversible = True` with a comment saying why)",
+    )
+    return script if len(heads) == 1 else None
+
+
+def _downgrade_is_empty(revision: Script) -> bool:
+    source = inspect.getsource(revision.module.downgrade)
+    body = [ln.strip() for ln in source.splitlines()[1:] if ln.strip() and not ln.strip().startswith("#")]
+    return body in ([], ["pass"]) or all(ln.startswith(('"""', "'''")) or ln == "pass" for ln in body)
+
+
+# -- rung 2: INT, from empty ----------------------------------------------------------------------------
+@contextmanager
+def _scratch_on(server: Target, live: str, purpose: str) -> Iterator[Target]:
+    admin = admin_target(server)
+    drop_leftovers(admin, live, (purpose,))
+    with scratch_database(admin, live, purpose) as scratch:
+        yield scratch.target(server)
+
+
+def _step(target: Target, settings: Settings, action: Callable[..., None], revision: str) -> float:
+    began = time.perf_counter()
+    with sa_connection(target) as conn, conn.begin():
+        action(settings, conn, revision)
+    return time.perf_counter() - began
+
+
+def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> None:
+    rung = "2 INT from empty"
+    int_target = open_target(settings, target_for(settings, Tier.INT))
+    with _scratch_on(int_target, "ladder_int", "ladder") as scratch:
+        ordered = _ordered(script)
+        for revision in ordered:
+            name = f"{revision.revision}: up, down, up"
+            try:
+                up = _step(scratch, settings, upgrade, revision.revision)
+                if _irreversible(revision):
+                    ladder.add(rung, name, True, "up only: marked irreversible", up)
+                    continue
+                down = _step(scratch, settings, downgrade, "-1")
+                again = _step(scratch, settings, upgrade, revision.revision)
+                ladder.add(rung, name, True, f"up {up:.2f}s, down {down:.2f}s, up {again:.2f}s", up + down + again)
+            except Exception as exc:  # any failure of a migration is this check's result
+                ladder.add(rung, name, False, _one_line(exc))
+                return
+        with sa_connection(scratch) as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            diffs = [d for d in compare_metadata(context, settings.project.metadata) if not _ignored(d)]
+        ladder.add(
+            rung,
+            "the models match the migrated schema",
+            not diffs,
+            "autogenerate finds nothing"
+            if not diffs
+            else f"{len(diffs)} difference(s), e.g. "
+            + "; ".join(_describe(d) for d in diffs[:3])
+            + " (write a migration: invoke db.revision -m ...)",
+        )
+        try:
+            with sa_connection(scratch) as conn, conn.begin():
+                began = time.perf_counter()
+                seed_database(raw(conn), make_plan(settings.project, "demo"))
+            ladder.add(rung, "the demo seed runs at head", True, "", time.perf_counter() - began)
+        except OpsError as exc:
+            ladder.add(rung, "the demo seed runs at head", False, exc.message)
+        undeclared = [
+            f"{t.name}.{c.name}"
+            for t in settings.project.metadata.sorted_tables
+            for c in t.columns
+            if pii_of(c) is None
+        ]
+        with connect(scratch, read_only=True) as reading:
+            coverage = check_coverage(load_policy(settings), live_schema(reading))
+        missing = undeclared + coverage.unclassified_tables + coverage.unclassified_columns
+        ladder.add(
+            rung,
+            "every table and column has a PII class",
+            not missing,
+            "all classified" if not missing else "unclassified: " + ", ".join(missing),
+        )
+
+
+def _ignored(diff: Any) -> bool:
+    """Autogenerate entries about tables the tools own (the tier stamp, Alembic's own table)."""
+    text = repr(diff)
+    return "tier_stamp" in text or "alembic_version" in text
+
+
+def _describe(diff: Any) -> str:
+    if isinstance(diff, tuple) and diff and isinstance(diff[0], str):
+        parts = [diff[0]] + [getattr(x, "name", None) or str(x) for x in diff[1:3]]
+        return " ".join(p for p in parts if p)
+    return repr(diff)[:120]
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OpsError):
+        return exc.message
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+# -- rung 3: STG, a throwaway clone ---------------------------------------------------------------------
+def _clone(settings: Settings, source: Target, into: Target, *, read_only: bool) -> None:
+    bindir = require_bindir(settings.values, ("pg_dump", "pg_restore"))
+    with tempfile.TemporaryDirectory(prefix="ladder-") as tmp:
+        archive = Path(tmp) / "clone.dump"
+        run_tool(
+            bindir,
+            "pg_dump",
+            ["--format=custom", f"--file={archive}", f"--dbname={tool_conninfo(source)}"],
+            source,
+            read_only=read_only,
+        )
+        restore_archive(bindir, archive, into, len(list_archive(bindir, archive).data_tables), None)
+
+
+def _climb(
+    settings: Settings, script: ScriptDirectory, target: Target, ladder: Ladder, rung: str, start: str | None
+) -> bool:
+    """Upgrade `target` one pending revision at a time, timing each; False at the first failure."""
+    pending = [
+        r.revision for r in reversed(list(script.iterate_revisions("heads", start or "base"))) if r.revision != start
+    ]
+    for revision in pending:
+        try:
+            seconds = _step(target, settings, upgrade, revision)
+            ladder.add(rung, f"{revision} applied", True, "", seconds)
+        except Exception as exc:
+            ladder.add(rung, f"{revision} applied", False, _one_line(exc))
+            return False
+    return True
+
+
+def rung_stg(settings: Settings, script: ScriptDirectory, ladder: Ladder, *, apply: bool, out: Output) -> None:
+    rung = "3 STG clone"
+    try:
+        stg = open_target(settings, target_for(settings, Tier.STG))
+        with connect(stg, read_only=True) as conn:
+            current = current_revision(conn)
+    except OpsError as exc:
+        ladder.add(rung, "STG reachable", None, f"skipped: {exc.message}")
+        return
+    head = script.get_current_head()
+    if current == head:
+        ladder.add(rung, "pending revisions on a clone of STG", None, f"skipped: STG is at head ({head})")
+        return
+    with _scratch_on(stg, stg.dbname, "ladder") as clone:
+        _clone(settings, stg, clone, read_only=False)
+        ladder.add(rung, "STG cloned with its data", True, f"from revision {current or 'base'}")
+        ok = _climb(settings, script, clone, ladder, rung, current)
+    if ok and apply:
+        with exclusive(stg, "migrate"):
+            backup = take_backup(settings, stg, out, reason="before the ladder's --apply-stg")
+            seconds = _step(stg, settings, upgrade, "heads")
+        ladder.add(rung, "STG itself migrated (--apply-stg)", True, f"backup {backup.path.name}", seconds)
+
+
+# -- rung 4: PROD check (never writes PROD) --------------------------------------------------------------
+def offline_sql(settings: Settings, start: str | None) -> str:
+    cfg = alembic_config(settings)
+    buffer = io.StringIO()
+    cfg.output_buffer = buffer
+    command.upgrade(cfg, f"{start}:heads" if start else "heads", sql=True)
+    return buffer.getvalue()
+
+
+def squawk_binary() -> str | None:
+    found = shutil.which("squawk")
+    beside = Path(sys.executable).parent / "squawk"
+    return found or (str(beside) if beside.exists() else None)
+
+
+def lint(sql_text: str) -> list[dict[str, Any]]:
+    binary = squawk_binary()
+    if binary is None:
+        raise OpsError("squawk is not installed", "pip install squawk-cli")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as fh:
+        fh.write(sql_text)
+        path = fh.name
+    try:
+        proc = subprocess.run(
+            [binary, "--reporter", "json", "--pg-version", "15.0", "--exclude", ",".join(SQUAWK_EXCLUDED), path],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        Path(path).unlink(missing_ok=True)
+    try:  # squawk exits 1 when it found something, 2 (and prints no JSON) when it could not run
+        found = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError:
+        found = None
+    if found is None or proc.returncode not in (0, 1):
+        raise OpsError(f"squawk could not lint the SQL: {proc.stderr.strip().splitlines()[0] if proc.stderr else '?'}")
+    return list(found)
+
+
+def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> str | None:
+    rung = "4 PROD check"
+    try:
+        prod = target_for(settings, Tier.PROD)
+        prod = open_target(settings, prod) if prod.embedded else prod
+        with connect(prod, read_only=True) as conn:
+            current = current_revision(conn)
+            read_only = conn.execute("SHOW transaction_read_only").fetchone()
+    except OpsError as exc:
+        ladder.add(rung, "PROD reachable through a read-only session", None, f"skipped: {exc.message}")
+        return None
+    ladder.add(rung, "PROD reachable through a read-only session", read_only == ("on",), prod.masked())
+    if current is not None:
+        try:
+            known = script.get_revision(current)
+        except CommandError:
+            known = None
+        if known is None:
+            ladder.add(
+                rung,
+                "PROD's revision is in our history",
+                False,
+                f"PROD is at {current}, which these migration files do not know: the code is behind "
+                "(pull the newest migrations) or has diverged (a revision was removed or rewritten)",
+            )
+            return current
+        ancestors = {r.revision for r in script.walk_revisions("base", "heads")}
+        on_path = current in {r.revision for r in script.iterate_revisions("heads", "base")}
+        ladder.add(
+            rung,
+            "PROD's revision is in our history",
+            current in ancestors and on_path,
+            f"PROD at {current}" if on_path else f"PROD at {current}, on a branch head does not include: diverged",
+        )
+    pending = [
+        r.revision
+        for r in reversed(list(script.iterate_revisions("heads", current or "base")))
+        if r.revision != current
+    ]
+    ladder.add(rung, "pending revisions for PROD", True, ", ".join(pending) if pending else "none: PROD is at head")
+    if not pending:
+        return current
+    text = offline_sql(settings, current)
+    timeouts = "SET lock_timeout" in text and "SET statement_timeout" in text
+    ladder.add(
+        rung,
+        "migrations run with lock_timeout and statement_timeout",
+        timeouts,
+        "set at the top of every migration transaction" if timeouts else "missing from the generated SQL",
+    )
+    try:
+        hazards = lint(text)
+        ladder.add(
+            rung,
+            "squawk finds no locking or rewrite hazard",
+            not hazards,
+            f"{len(text.splitlines())} lines of SQL checked"
+            if not hazards
+            else "; ".join(f"{h.get('rule_name')}: {h.get('message')}" for h in hazards[:4]),
+        )
+    except OpsError as exc:
+        ladder.add(rung, "squawk finds no locking or rewrite hazard", False, exc.one_line())
+    _rehearse(settings, script, ladder, rung, current)
+    return current
+
+
+def _rehearse(settings: Settings, script: ScriptDirectory, ladder: Ladder, rung: str, current: str | None) -> None:
+    verified = [b for b in list_backups(settings.backups_dir, "prod") if b.verified_at]
+    if not verified:
+        ladder.add(
+            rung,
+            "rehearsal on the newest verified PROD backup",
+            None,
+            "skipped: no verified PROD backup (invoke db.backup --env prod, then db.verify latest)",
+        )
+        return
+    backup = verified[-1]
+    int_target = open_target(settings, target_for(settings, Tier.INT))
+    bindir = require_bindir(settings.values, ("pg_restore",))
+    with _scratch_on(int_target, "ladder_rehearsal", "ladder") as scratch:
+        restore_archive(bindir, backup.path, scratch, len(list_archive(bindir, backup.path).data_tables), None)
+        ladder.add(rung, f"rehearsal: {backup.path.name} restored", True, f"at {backup.manifest.get('revision')}")
+        _climb(settings, script, scratch, ladder, rung + " (rehearsal)", backup.manifest.get("revision"))
+
+
+# -- the whole ladder ----------------------------------------------------------------------------------
+def climb(settings: Settings, out: Output, *, apply_stg: bool = False) -> Ladder:
+    ladder = Ladder()
+    script = rung_history(settings, ladder)
+    if script is None:
+        return ladder
+    rung_int(settings, script, ladder)
+    if not ladder.failed:
+        rung_stg(settings, script, ladder, apply=apply_stg, out=out)
+    prod_revision = rung_prod(settings, script, ladder)
+    if not ladder.failed:
+        entry = record_pass(settings, prod_revision)
+        ladder.add("5 gate", "passing ladder recorded", True, f"head {entry.head}, files {entry.digest[:12]}…")
+    else:
+        ladder.add("5 gate", "passing ladder recorded", False, f"{len(ladder.failed)} check(s) failed: not recorded")
+    return ladder
+
+
+def show(out: Output, ladder: Ladder) -> None:
+    table = new_table("migration ladder: INT -> STG -> PROD check", "rung", "check", "result", "time", "detail")
+    styles = {PASS: "green", FAIL: "bold red", SKIP: "yellow"}
+    for c in ladder.checks:
+        add_row(
+            table,
+            c.rung,
+            c.name,
+            Text(c.status, styles[c.status]),
+            "" if c.seconds is None else f"{c.seconds:.2f}s",
+            c.detail,
+        )
+    out.table(table)
+
+
+def report(settings: Settings, ladder: Ladder, path: Path) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "passed": not ladder.failed,
+                "digest": migrations_digest(settings),
+                "checks": [asdict(c) for c in ladder.checks],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def ladder_task(ctx: TaskContext, *, report_path: str | None, apply_stg: bool) -> int:
+    ladder = climb(ctx.settings, ctx.out, apply_stg=apply_stg)
+    show(ctx.out, ladder)
+    if report_path:
+        report(ctx.settings, ladder, Path(report_path))
+        ctx.out.info(f"report written to {report_path}")
+    ctx.facts["failed"] = [f"{c.rung}: {c.name}" for c in ladder.failed]
+    if ladder.failed:
+        ctx.out.error(f"the ladder failed: {len(ladder.failed)} check(s)")
+        return 1
+    ctx.out.ok("the ladder passed; db.migrate --env prod is open for exactly these migration files")
+    return 0
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    """`nox -s migrations -- [--report FILE] [--apply-stg]`."""
+    parser = argparse.ArgumentParser(prog="nox -s migrations --")
+    parser.add_argument("--report", help="also write the results as JSON to this file")
+    parser.add_argument("--apply-stg", action="store_true", help="migrate STG itself after its clone passed")
+    args = parser.parse_args(argv)
+    for noisy in ("alembic", "faker", "sqlalchemy"):  # nox turns every logger up to DEBUG
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return run_task(
+        "ladder",
+        "int",
+        {"report": args.report, "apply_stg": args.apply_stg},
+        lambda ctx: ladder_task(ctx, report_path=args.report, apply_stg=args.apply_stg),
+        settings=settings,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""What an app's `migrations/env.py` runs. The URL never comes from a literal: the tier machinery supplies it.
+
+Three ways in:
+- from the engine's own tasks (db.migrate, db.reset, the ladder): a connection is handed over in
+  `config.attributes["connection"]`, already guarded, inside the caller's transaction (an Engine
+  is accepted too, as pytest-alembic's fixtures hand one over);
+- `alembic --sql` (offline): SQL for review and for squawk, no database touched;
+- the plain `alembic` CLI: `-x env=int|stg|prod` (and `-x confirm=<dbname>` for PROD) runs the
+  command through the same guard, audit log and safety steps as `invoke db.migrate`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from alembic import context
+from sqlalchemy import Connection, Engine
+
+from dbguard.migrations.schema import set_timeouts
+from dbguard.settings import Settings, load_settings
+
+ENGINE_TABLES = {"alembic_version", "tier_stamp"}
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Autogenerate looks at the app's tables only: never the tier stamp or Alembic's own table."""
+    return not (type_ == "table" and name in ENGINE_TABLES)
+
+
+def run() -> None:
+    """Run the migrations Alembic asked for, in whichever of the three modes applies."""
+    config = context.config
+    settings: Settings = config.attributes.get("settings") or load_settings()
+    metadata = settings.project.metadata
+
+    def run_on(connection: Connection) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            compare_type=True,
+            compare_server_default=True,
+            include_object=include_object,
+        )
+        with context.begin_transaction():
+            set_timeouts(connection, settings)
+            context.run_migrations()
+
+    if context.is_offline_mode():
+        context.configure(
+            dialect_name="postgresql", target_metadata=metadata, literal_binds=True, include_object=include_object
+        )
+        with context.begin_transaction():
+            context.execute(f"SET lock_timeout = '{settings.get('MIGRATION_LOCK_TIMEOUT')}'")
+            context.execute(f"SET statement_timeout = '{settings.get('MIGRATION_STATEMENT_TIMEOUT')}'")
+            context.run_migrations()
+        return
+    handed = config.attributes.get("connection")
+    if isinstance(handed, Engine):
+        with handed.begin() as connection:
+            run_on(connection)
+        return
+    if handed is not None:
+        run_on(handed)
+        return
+    from dbguard.migrations.migrate import alembic_cli_task  # late: only the CLI path needs the guard
+
+    x = context.get_x_argument(as_dictionary=True)
+    cmd = getattr(config.cmd_opts, "cmd", None)
+    command_name = cmd[0].__name__ if cmd else "upgrade"
+    code = alembic_cli_task(settings, command_name, x.get("env"), x.get("confirm"), run_on)
+    if code:
+        sys.exit(code)

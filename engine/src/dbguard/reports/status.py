@@ -1,0 +1,121 @@
+"""db.status: every tier at a glance, each read through its own read-only session.
+
+An unreachable tier (PROD behind a VPN, say) is a row that says why; it never fails the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dbguard.cli.console import Output, add_row, new_table
+from dbguard.cluster.embedded import EmbeddedCluster
+from dbguard.errors import OpsError
+from dbguard.guard.config import all_targets, prod_tls_finding
+from dbguard.guard.connect import connect
+from dbguard.guard.stamp import read_stamp
+from dbguard.guard.targets import Target
+from dbguard.guard.tiers import Tier
+from dbguard.migrations.history import current_revision, head
+from dbguard.settings import Settings
+
+
+@dataclass
+class TierStatus:
+    tier: Tier
+    target: str
+    reachable: bool
+    why: str = ""
+    stamp: str = "-"
+    revision: str = "-"
+    size_bytes: int | None = None
+    connections: int | None = None
+    server_version: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def tier_status(settings: Settings, tier: Tier, target: Target | OpsError, code_head: str | None) -> TierStatus:
+    if isinstance(target, OpsError):
+        return TierStatus(tier, "-", False, target.short)
+    warnings: tuple[str, ...] = ()
+    if tier is Tier.PROD and not prod_tls_finding(target).ok:
+        warnings = ("remote PROD without sslmode=require",)
+    if target.embedded and not EmbeddedCluster.from_settings(settings).is_running():
+        return TierStatus(tier, target.short(), False, "embedded cluster stopped (invoke db.up)", warnings=warnings)
+    try:
+        with connect(target, read_only=True, timeout=3) as conn:
+            stamp = read_stamp(conn)
+            rev = current_revision(conn)
+            row = conn.execute(
+                "SELECT pg_database_size(current_database()), "
+                "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()), "
+                "current_setting('server_version')"
+            ).fetchone()
+    except OpsError as exc:
+        return TierStatus(tier, target.short(), False, exc.short, warnings=warnings)
+    assert row is not None
+    if stamp is None:
+        stamp_text = "MISSING"
+    elif stamp.tier is not tier or stamp.database_name != target.dbname:
+        stamp_text = f"MISMATCH ({stamp.tier.value.upper()} for {stamp.database_name})"
+    else:
+        stamp_text = stamp.tier.value.upper()
+    if rev is None:
+        rev_text = "empty" if code_head is None else f"empty (head {code_head})"
+    elif code_head is None:
+        rev_text = rev
+    else:
+        rev_text = f"{rev} (at head)" if rev == code_head else f"{rev} (head {code_head})"
+    return TierStatus(
+        tier,
+        target.short(),
+        True,
+        "",
+        stamp_text,
+        rev_text,
+        int(row[0]),
+        int(row[1]),
+        str(row[2]),
+        warnings,
+    )
+
+
+def collect_status(settings: Settings) -> list[TierStatus]:
+    try:
+        code_head = head(settings)
+    except Exception:  # a broken migration file must not hide the databases' state
+        code_head = None
+    targets = all_targets(settings)
+    return [tier_status(settings, tier, targets[tier], code_head) for tier in Tier]
+
+
+def show_status(settings: Settings, out: Output) -> list[TierStatus]:
+    rows = collect_status(settings)
+    table = new_table("database tiers", "tier", "target", "reachable", "stamp", "revision", "size", "connections")
+    for r in rows:
+        reach = "yes" if r.reachable else f"no: {r.why}"
+        add_row(
+            table,
+            out.badge(r.tier),
+            r.target,
+            reach,
+            r.stamp,
+            r.revision,
+            human_size(r.size_bytes),
+            "-" if r.connections is None else str(r.connections),
+        )
+    out.table(table)
+    for r in rows:
+        for w in r.warnings:
+            out.warn(f"{r.tier.value.upper()}: {w}")
+    return rows

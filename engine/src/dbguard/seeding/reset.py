@@ -1,0 +1,108 @@
+"""db.reset and db.seed: rebuild the app schema through Alembic and fill it with seed data.
+
+A reset is one transaction: drop the app's schemas, migrate from empty to head, seed. Killed at
+any moment, the database keeps its old contents and nothing half-made survives. The tier stamp
+lives in its own schema and is never dropped. Never on PROD (the policy table).
+"""
+
+from __future__ import annotations
+
+import time
+
+from psycopg import sql
+
+from dbguard.backup.dump import take_backup
+from dbguard.cli.console import Output, add_row, new_table
+from dbguard.cli.runner import TaskContext
+from dbguard.errors import Refused
+from dbguard.failpoints import failpoint
+from dbguard.guard.connect import connect
+from dbguard.guard.locks import exclusive
+from dbguard.migrations.history import current_revision, head, pending_revisions
+from dbguard.migrations.schema import APP_SCHEMAS, drop_app_schemas, raw, sa_connection, upgrade
+from dbguard.seeding.runner import SeedPlan, TableResult, app_tables_with_rows, make_plan, seed_database
+
+RESET_LOCK_TIMEOUT = "10s"  # how long a reset waits for the app's own sessions to let go of a table
+
+
+def show_plan(out: Output, plan: SeedPlan) -> None:
+    table = new_table(f"seed scenario '{plan.scenario}' (seed {plan.seed}, scale {plan.scale:g})", "table", "rows")
+    for name, count in plan.counts.items():
+        add_row(table, name, f"{count:,}")
+    out.table(table)
+
+
+def show_results(out: Output, results: list[TableResult], seconds: float) -> None:
+    table = new_table("seeded", "table", "module", "rows", "seconds", "rows/s")
+    for r in results:
+        add_row(table, r.table, r.module, f"{r.rows:,}", f"{r.seconds:.2f}", f"{r.rows / max(r.seconds, 1e-9):,.0f}")
+    out.table(table)
+    total = sum(r.rows for r in results)
+    out.ok(f"seeded {total:,} rows in {seconds:.2f}s: {total / max(seconds, 1e-9):,.0f} rows/s")
+
+
+def reset_task(
+    ctx: TaskContext, *, seed: bool = True, scenario: str = "demo", seed_value: int = 1, scale: float = 1.0
+) -> int:
+    settings, target, out = ctx.settings, ctx.target, ctx.out
+    plan = make_plan(ctx.settings.project, scenario, seed=seed_value, scale=scale) if seed else None
+    code_head = head(settings)
+    ctx.facts.update({"scenario": scenario if seed else None, "head": code_head})
+    if ctx.dry_run:
+        if ctx.clearance.rule.backup_first:
+            out.plan(f"back up {target.dbname} into {settings.backups_dir}")
+        out.plan(
+            f"in one transaction: drop schema(s) {', '.join(APP_SCHEMAS)} (the tier stamp stays), "
+            f"migrate from empty to {code_head} through Alembic" + (", then seed" if plan else "")
+        )
+        if plan:
+            show_plan(out, plan)
+        return 0
+    with exclusive(target, "reset"):
+        if ctx.clearance.rule.backup_first:
+            backup = take_backup(settings, target, out, reason="before reset")
+            ctx.facts["backup"] = backup.path.name
+        began = time.perf_counter()
+        with sa_connection(target) as conn, conn.begin():
+            raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
+            drop_app_schemas(conn)
+            failpoint("reset:schema-dropped")
+            upgrade(settings, conn, "head")
+            out.info(f"schema rebuilt at {code_head} through Alembic")
+            results = seed_database(raw(conn), plan, out) if plan else []
+        if plan:
+            show_results(out, results, time.perf_counter() - began)
+    out.ok(f"reset {target.dbname}: at {code_head}" + (f", seeded '{scenario}'" if plan else ", empty"))
+    return 0
+
+
+def seed_task(
+    ctx: TaskContext, *, scenario: str = "demo", seed_value: int = 1, scale: float = 1.0, append: bool = False
+) -> int:
+    settings, target, out = ctx.settings, ctx.target, ctx.out
+    plan = make_plan(ctx.settings.project, scenario, seed=seed_value, scale=scale)
+    ctx.facts.update({"scenario": scenario, "rows": sum(plan.counts.values())})
+    with connect(target, read_only=True) as reading:
+        current = current_revision(reading)
+        pending = pending_revisions(settings, current)
+        if pending:
+            raise Refused(
+                f"the schema is not at head: pending revision(s) {', '.join(pending)}",
+                f"invoke db.migrate --env {ctx.tier.value}",
+            )
+        filled = app_tables_with_rows(reading, ctx.settings.project)
+    if filled and not append:
+        raise Refused(
+            f"'{target.dbname}' already holds rows (in {', '.join(filled)})",
+            f"pass --append to add to them, or start over: invoke db.reset --env {ctx.tier.value}",
+        )
+    show_plan(out, plan)
+    if ctx.dry_run:
+        out.plan(f"seed '{scenario}' into {target.dbname} in one transaction" + (" (appending)" if append else ""))
+        return 0
+    with exclusive(target, "seed"):
+        began = time.perf_counter()
+        with sa_connection(target) as conn, conn.begin():
+            results = seed_database(raw(conn), plan, out, append=append)
+        show_results(out, results, time.perf_counter() - began)
+    return 0

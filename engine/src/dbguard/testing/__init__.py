@@ -1,0 +1,1 @@
+"""Test helpers for apps: the pytest plugin (dbguard.testing.plugin)."""

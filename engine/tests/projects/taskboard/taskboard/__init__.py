@@ -1,0 +1,1 @@
+"""taskboard: the engine tests' fixture app (users, projects, tasks, comments)."""

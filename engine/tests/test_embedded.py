@@ -1,0 +1,102 @@
+"""The embedded default: a project-local cluster started on demand, stamped databases, up/down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from dbguard.cluster.embedded import EmbeddedCluster
+from dbguard.errors import Refused
+from dbguard.guard.config import target_for
+from dbguard.guard.connect import connect
+from dbguard.guard.stamp import read_stamp
+from dbguard.guard.tiers import Tier
+from dbguard.reports.status import collect_status
+
+from tests.support.cli import invoke_cli
+from tests.support.setup import make_settings, state_values
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder only root can enter (like a fresh `mktemp -d` clone)."""
+    folder = tmp_path / "clone"
+    folder.mkdir()
+    os.chmod(tmp_path, 0o700)
+    return folder
+
+
+def test_embedded_default_end_to_end(project: Path) -> None:
+    settings = make_settings(project, EMBEDDED_PG_PORT="54391", APP_NAME="demo")
+    cluster = EmbeddedCluster.from_settings(settings)
+    try:
+        target = target_for(settings, Tier.STG)
+        assert target.embedded and target.dbname == "demo_stg"
+        for tier in Tier:
+            opened = cluster.ensure_database(tier)
+            with connect(opened, read_only=True) as conn:
+                stamp = read_stamp(conn)
+            assert stamp is not None and stamp.tier is tier and stamp.database_name == f"demo_{tier.value}"
+        assert cluster.is_running()
+        if os.geteuid() == 0:  # the unprivileged server user cannot enter the 0700 folder: data lives beside it
+            assert cluster.home.is_symlink() and str(cluster.real_home).startswith("/var/tmp/")
+        rows = {r.tier: r for r in collect_status(settings)}
+        assert all(r.reachable and r.stamp == r.tier.value.upper() for r in rows.values())
+        # socket only: nothing listens on TCP
+        assert "listen_addresses = ''" in (cluster.data_dir / "postgresql.conf").read_text()
+        assert cluster.stop() is True
+        rows = {r.tier: r for r in collect_status(settings)}
+        assert rows[Tier.STG].why == "embedded cluster stopped (invoke db.up)"
+        # started on demand again, data kept
+        cluster.ensure_database(Tier.STG)
+        assert cluster.is_running()
+    finally:
+        cluster.stop()
+
+
+def test_a_killed_database_creation_is_cleaned_up(project: Path) -> None:
+    settings = make_settings(project, EMBEDDED_PG_PORT="54392")
+    cluster = EmbeddedCluster.from_settings(settings)
+    try:
+        cluster.ensure_database(Tier.INT)
+        with connect(cluster.target(Tier.INT, "postgres"), autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "app_stg__creating"')  # what a run killed mid-creation leaves
+        cluster.ensure_database(Tier.STG)
+        with connect(cluster.target(Tier.INT, "postgres"), autocommit=True) as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert "app_stg__creating" not in names and "app_stg" in names
+    finally:
+        cluster.stop()
+
+
+def test_up_and_down_tasks(project: Path) -> None:
+    env = state_values(project) | {"EMBEDDED_PG_PORT": "54393"}
+    up = invoke_cli("db.up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "started:" in up.stdout and "databases app_int, app_stg, app_prod" in up.stdout
+        status = invoke_cli("db.status", env=env)
+        assert "embedded:app_prod" in status.stdout and "PROD" in status.stdout
+    finally:
+        down = invoke_cli("db.down", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+
+
+def test_no_binaries_and_no_urls_says_the_ways_out(project: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    env = state_values(project) | {"PG_BINDIR": str(empty)}
+    proc = invoke_cli("db.up", env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the embedded default" in proc.stderr
+    assert "install PostgreSQL" in proc.stderr and "docker compose up -d" in proc.stderr
+    assert "INT_DATABASE_URL and STG_DATABASE_URL" in proc.stderr
+
+
+def test_prod_standin_only_on_a_laptop_setup(tmp_path: Path) -> None:
+    laptop = make_settings(tmp_path)
+    assert target_for(laptop, Tier.PROD).embedded
+    team = make_settings(tmp_path, STG_DATABASE_URL="postgresql://app@db.internal/app_stg")
+    with pytest.raises(Refused, match="PROD_DATABASE_URL is not set"):
+        target_for(team, Tier.PROD)

@@ -1,0 +1,213 @@
+"""The migration ladder: each rung catches its failure; the example app's ladder passes; the PROD gate."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from dbguard.cli.console import Output
+from dbguard.errors import Refused
+from dbguard.guard.tiers import Tier
+from dbguard.ladder.gate import check_gate
+from dbguard.ladder.rungs import FAIL, PASS, Ladder, climb
+from dbguard.settings import Settings
+
+from tests.support.project import FIXTURE_ROOT, PROJECT
+from tests.support.setup import Tiers
+
+REVISION = '''"""{doc}
+
+Revision ID: {rev}
+Revises: {down}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{rev}"
+down_revision = {down_repr}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{up}
+
+
+def downgrade() -> None:
+{down_body}
+'''
+
+
+def migrations_copy(tmp: Path) -> Path:
+    folder = tmp / "migrations"
+    shutil.copytree(FIXTURE_ROOT / "migrations", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def add_revision(
+    folder: Path,
+    rev: str,
+    down: str | None,
+    up: str,
+    down_body: str = "    op.execute('SELECT 1')",
+    doc: str = "test revision",
+) -> Path:
+    path = folder / "versions" / f"{rev}_test.py"
+    path.write_text(
+        REVISION.format(doc=doc, rev=rev, down=down or "", down_repr=repr(down), up=up, down_body=down_body)
+    )
+    return path
+
+
+def run(settings: Settings) -> Ladder:
+    return climb(settings, Output(Tier.INT))
+
+
+def check(ladder: Ladder, name_part: str) -> list[str]:
+    return [f"{c.status}: {c.detail}" for c in ladder.checks if name_part in c.name]
+
+
+def stg_with_data(tiers: Tiers, at: str = "0002") -> None:
+    from dbguard.migrations.schema import drop_app_schemas, raw, sa_connection, upgrade
+    from dbguard.seeding.runner import make_plan, seed_database
+
+    with sa_connection(tiers.target(Tier.STG)) as conn, conn.begin():
+        drop_app_schemas(conn)
+        upgrade(tiers.settings, conn, "head")
+        seed_database(raw(conn), make_plan(PROJECT, "minimal"))
+    if at != "0002":
+        from dbguard.migrations.schema import downgrade
+
+        with sa_connection(tiers.target(Tier.STG)) as conn, conn.begin():
+            downgrade(tiers.settings, conn, at)
+
+
+@pytest.fixture
+def ladder_settings(tiers: Tiers, tmp_path: Path) -> Settings:
+    return tiers.settings.with_values(MIGRATIONS_DIR=str(migrations_copy(tmp_path)))
+
+
+def test_the_example_apps_ladder_passes_and_opens_the_gate(tiers: Tiers, ladder_settings: Settings) -> None:
+    stg_with_data(tiers, at="0001")
+    ladder = run(ladder_settings)
+    assert not ladder.failed, [c for c in ladder.failed]
+    assert check(ladder, "0002 applied")[0].startswith(PASS)  # on the STG clone, with its rows
+    assert check(ladder, "pending revisions for PROD") == ["pass: 0001, 0002"]
+    assert check(ladder, "squawk")[0].startswith(PASS)
+    assert check_gate(ladder_settings).head == "0002"
+    # the clone took the migration, STG itself and PROD did not move
+    assert tiers.sql(Tier.STG, "SELECT version_num FROM alembic_version") == "0001"
+    assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.alembic_version') IS NULL") == "t"
+
+
+def test_a_second_head_is_caught(ladder_settings: Settings) -> None:
+    folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
+    add_revision(folder, "0003a", "0002", "    op.execute('SELECT 1')")
+    add_revision(folder, "0003b", "0002", "    op.execute('SELECT 2')")
+    ladder = run(ladder_settings)
+    assert check(ladder, "exactly one head") == [
+        "fail: 2 heads: 0003a, 0003b (merge them: alembic merge heads)"
+    ] or check(ladder, "exactly one head") == ["fail: 2 heads: 0003b, 0003a (merge them: alembic merge heads)"]
+    assert check(ladder, "passing ladder recorded") == []  # the ladder stops: nothing else can be trusted
+    with pytest.raises(Refused):
+        check_gate(ladder_settings)
+
+
+def test_a_downgrade_that_fails_is_caught(ladder_settings: Settings) -> None:
+    folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
+    add_revision(
+        folder,
+        "0003",
+        "0002",
+        "    op.create_table('scratch_notes', sa.Column('id', sa.Integer(), primary_key=True))",
+        down_body="    op.drop_table('no_such_table')",
+    )
+    ladder = run(ladder_settings)
+    (result,) = check(ladder, "0003: up, down, up")
+    assert result.startswith(FAIL) and "no_such_table" in result
+
+
+def test_an_empty_downgrade_must_be_marked_irreversible(ladder_settings: Settings) -> None:
+    folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
+    path = add_revision(folder, "0003", "0002", "    op.execute('SELECT 1')", down_body="    pass")
+    ladder = run(ladder_settings)
+    assert check(ladder, "can be downgraded")[0].startswith(FAIL)
+    path.write_text(path.read_text() + "\nirreversible = True  # a data fix: there is nothing to undo\n")
+    ladder = run(ladder_settings)
+    assert check(ladder, "can be downgraded")[0].startswith(PASS)
+    assert check(ladder, "0003: up, down, up") == ["pass: up only: marked irreversible"]
+
+
+def test_a_model_change_without_a_migration_is_caught(ladder_settings: Settings) -> None:
+    folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
+    (folder / "versions" / "0002_user_contact_and_task_completion.py").unlink()
+    ladder = run(ladder_settings)
+    (result,) = check(ladder, "the models match the migrated schema")
+    assert result.startswith(FAIL) and "add_column" in result and "invoke db.revision" in result
+
+
+def test_a_migration_that_fails_on_seeded_data_but_passes_on_an_empty_schema(
+    tiers: Tiers, ladder_settings: Settings
+) -> None:
+    stg_with_data(tiers)
+    folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
+    add_revision(
+        folder,
+        "0003",
+        "0002",
+        "    op.execute('ALTER TABLE tasks ADD CONSTRAINT ck_tmp CHECK (priority < 2)')\n"
+        "    op.execute('ALTER TABLE tasks DROP CONSTRAINT ck_tmp')",
+    )
+    ladder = run(ladder_settings)
+    assert check(ladder, "0003: up, down, up")[0].startswith(PASS)  # empty INT: fine
+    (result,) = check(ladder, "0003 applied")
+    assert result.startswith(FAIL) and "ck_tmp" in result  # STG's clone, with real rows: caught
+    assert tiers.sql(Tier.STG, "SELECT version_num FROM alembic_version") == "0002"  # STG itself untouched
+
+
+def test_a_squawk_hazard_is_caught(tiers: Tiers, ladder_settings: Settings) -> None:
+    from dbguard.migrations.schema import sa_connection, upgrade
+
+    with sa_connection(tiers.target(Tier.PROD)) as conn, conn.begin():
+        upgrade(tiers.settings, conn, "head")  # PROD has the tables: a new index on one of them would lock it
+    folder = Path(ladder_settings.get("MIGRATIONS_DIR"))
+    add_revision(
+        folder,
+        "0003",
+        "0002",
+        "    op.create_index('ix_tasks_title', 'tasks', ['title'])",
+        down_body="    op.drop_index('ix_tasks_title', table_name='tasks')",
+    )
+    ladder = run(ladder_settings)
+    (result,) = check(ladder, "squawk")
+    assert result.startswith(FAIL) and "require-concurrent-index-creation" in result
+
+
+def test_prod_at_a_revision_we_do_not_know(tiers: Tiers, ladder_settings: Settings) -> None:
+    tiers.sql(
+        Tier.PROD,
+        "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
+        "INSERT INTO alembic_version VALUES ('9f9f9f')",
+    )
+    ladder = run(ladder_settings)
+    (result,) = check(ladder, "PROD's revision is in our history")
+    assert result.startswith(FAIL) and "PROD is at 9f9f9f, which these migration files do not know" in result
+    assert "behind" in result and "diverged" in result
+
+
+def test_prod_migrate_is_refused_after_a_migration_file_changed(tiers: Tiers, ladder_settings: Settings) -> None:
+    from dbguard.migrations import migrate
+
+    from tests.support.setup import robot
+    from tests.support.setup import run as run_task
+
+    assert not run(ladder_settings).failed
+    check_gate(ladder_settings)
+    path = Path(ladder_settings.get("MIGRATIONS_DIR")) / "versions" / "0002_user_contact_and_task_completion.py"
+    path.write_text(path.read_text() + "\n# an innocent-looking edit after the ladder passed\n")
+    result = run_task(ladder_settings, "migrate", "prod", robot(), migrate.migrate_task, confirm=tiers.names[Tier.PROD])
+    assert result.code == 2
+    assert "the migration files changed since the ladder last passed -> run `nox -s migrations`" in result.stderr
+    assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.alembic_version') IS NULL") == "t"
