@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.project import FIXTURE_ROOT
 from tests.support.setup import base_environ
@@ -32,11 +33,12 @@ def run_module(
     timeout: float = 600,
     stdin: str | None = None,
     under_pytest: bool = False,
+    cwd: Path = FIXTURE_ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m <module> <args>` in the project (invoke, alembic)."""
+    """`python -m <module> <args>` in the project (invoke, alembic); the fixture app unless `cwd` says."""
     return subprocess.run(
         module_argv(module, *args),
-        cwd=FIXTURE_ROOT,
+        cwd=cwd,
         env=cli_environment(env, under_pytest=under_pytest),
         text=True,
         capture_output=True,
@@ -47,7 +49,12 @@ def run_module(
 
 
 def invoke_cli(
-    *args: str, env: dict[str, str], timeout: float = 600, stdin: str | None = None, under_pytest: bool = False
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 600,
+    stdin: str | None = None,
+    under_pytest: bool = False,
+    cwd: Path = FIXTURE_ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """`invoke <args>` in the project."""
-    return run_module("invoke", *args, env=env, timeout=timeout, stdin=stdin, under_pytest=under_pytest)
+    """`invoke <args>` in the project (the fixture app unless `cwd` names another)."""
+    return run_module("invoke", *args, env=env, timeout=timeout, stdin=stdin, under_pytest=under_pytest, cwd=cwd)
