@@ -97,6 +97,8 @@ POLICY: dict[str, dict[Tier, Rule]] = {
         Tier.PROD: READ,
     },
     "ladder": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: READ},
+    # the app's own runtime connection (dbguard.runtime): PROD needs the name typed, or allowed for the process
+    "app-connect": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: Rule(True, confirm=Confirm.TYPED)},
 }
 
 
