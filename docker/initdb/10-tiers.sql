@@ -1,4 +1,4 @@
--- One database per tier, each stamped with its tier (the same stamp app/ops/stamp.py writes).
+-- One database per tier, each stamped with its tier (the same stamp dbguard.guard.stamp writes).
 CREATE DATABASE app_int;
 CREATE DATABASE app_stg;
 
