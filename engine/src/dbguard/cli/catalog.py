@@ -1,0 +1,226 @@
+"""Every `db` task declared once: name, one-line doc, body and options; nothing else repeats them.
+
+The invoke collection (`dbguard.cli.tasks`) and the audit line's arguments are both derived from
+`TASKS`. Importing this module costs nothing beyond the standard library: a task's body, and with it
+Alembic, SQLAlchemy, Faker, psycopg or rich, is imported only when that task runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dbguard.cli.runner import TaskContext
+
+Value = bool | int | float | str | None
+RUNNER_OPTIONS = ("env", "dry_run", "confirm")  # handed to the runner, which audits them itself
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option. `name` is the Python name: `dry_run` is `--dry-run`, `from_` is `--from`.
+
+    The option's type is its default's type (invoke's rule). `blank_is_none`: "" or 0 means "not
+    given", and the body and the audit line see None. `audit` renames the option in the audit line.
+    """
+
+    name: str
+    default: Value
+    help: str
+    blank_is_none: bool = False
+    positional: bool = False
+    audit: str = ""
+
+    @property
+    def audit_key(self) -> str:
+        return self.audit or self.name.rstrip("_")
+
+    def given(self, value: Value) -> Value:
+        return None if self.blank_is_none and value in ("", 0) else value
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task. `body` is "module:function", called as `function(ctx, **options)` under the guard
+    (`dbguard.cli.runner.run_task`); an unguarded body (`guarded=False`) is called as
+    `function(**options)` and runs the guard itself. Either returns the exit code.
+    """
+
+    name: str
+    doc: str
+    body: str
+    options: tuple[Option, ...]
+    guarded: bool = True
+
+    def load_body(self) -> Callable[..., int | None]:
+        module, _, function = self.body.partition(":")
+        body: Callable[..., int | None] = getattr(importlib.import_module(module), function)
+        return body
+
+    def run(self, values: Mapping[str, Value]) -> int:
+        """Run the task with the options the command line gave (missing ones take their defaults)."""
+        given = {o.name: o.given(values.get(o.name, o.default)) for o in self.options}
+        own = {name: value for name, value in given.items() if name not in RUNNER_OPTIONS}
+        body = self.load_body()
+        if not self.guarded:
+            return body(**own) or 0
+        from dbguard.cli.runner import run_task  # noqa: PLC0415  # the guard's imports are paid only by a run
+
+        audit_keys = {o.name: o.audit_key for o in self.options}
+        confirm = given.get("confirm")
+
+        def guarded_body(ctx: TaskContext) -> int | None:
+            return body(ctx, **own)
+
+        return run_task(
+            self.name,
+            str(given["env"]),
+            {audit_keys[name]: value for name, value in own.items()},
+            guarded_body,
+            confirm=str(confirm) if confirm else None,
+            dry_run=bool(given.get("dry_run", False)),
+        )
+
+
+ENV = Option("env", "int", "tier: int (default), stg or prod")
+DRY = Option("dry_run", False, "print the plan, touch nothing")
+CONFIRM = Option("confirm", "", "the database name, typed in advance (non-interactive runs only)", blank_is_none=True)
+SCENARIO = Option("scenario", "demo", "minimal, demo or load")
+SEED = Option("seed", 1, "random seed (same seed, same rows)")
+SCALE = Option("scale", 1.0, "row multiplier")
+
+TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec(
+        "up",
+        "Start the embedded local PostgreSQL and create the tier databases.",
+        "dbguard.cluster.updown:up_task",
+        (ENV, DRY),
+    ),
+    TaskSpec("down", "Stop the embedded local PostgreSQL.", "dbguard.cluster.updown:down_task", (ENV, DRY)),
+    TaskSpec(
+        "status",
+        "Every tier at a glance: target, reachability, stamp, revision, size, connections.",
+        "dbguard.cli.commands:status",
+        (ENV,),
+    ),
+    TaskSpec(
+        "doctor",
+        "Run every safety check, each with its fix, and a score; non-zero exit on a required failure.",
+        "dbguard.cli.commands:doctor",
+        (ENV,),
+    ),
+    TaskSpec(
+        "audit",
+        "Show the audit log; --verify checks its hash chain.",
+        "dbguard.audit.report:audit_task",
+        (
+            ENV,
+            Option("verify", False, "prove no line was edited, removed or reordered"),
+            Option("limit", 20, "lines to show"),
+        ),
+    ),
+    TaskSpec(
+        "stamp",
+        "Write or repair a database's tier stamp (guarded like a write).",
+        "dbguard.guard.stamp_task:stamp_task",
+        (ENV, Option("force", False, "replace an existing stamp of another tier"), CONFIRM, DRY),
+    ),
+    TaskSpec(
+        "migrate",
+        "Show pending revisions, then upgrade (or downgrade with --to); STG/PROD backed up first.",
+        "dbguard.migrations.migrate:migrate_task",
+        (
+            ENV,
+            Option("to", "", "target revision (default head); behind the current one: downgrade", blank_is_none=True),
+            CONFIRM,
+            DRY,
+        ),
+    ),
+    TaskSpec(
+        "seed",
+        "Fill the database with Faker seed data for a scenario (never PROD).",
+        "dbguard.cli.commands:seed",
+        (ENV, SCENARIO, SEED, SCALE, Option("append", False, "add rows to a database that already has some"), DRY),
+    ),
+    TaskSpec(
+        "reset",
+        "Rebuild the schema from empty through Alembic and seed it, atomically (STG backed up first; never PROD).",
+        "dbguard.cli.commands:reset",
+        (ENV, Option("no_seed", False, "leave the rebuilt schema empty"), SCENARIO, SEED, SCALE, DRY),
+    ),
+    TaskSpec(
+        "revision",
+        "Autogenerate a migration by comparing the models with INT at head.",
+        "dbguard.migrations.autogenerate:revision_task",
+        (Option("message", "", "what the revision changes"), ENV, DRY),
+    ),
+    TaskSpec(
+        "backup",
+        "pg_dump the tier's database (read-only session for PROD) with a manifest and checksum.",
+        "dbguard.cli.commands:backup",
+        (ENV, DRY),
+    ),
+    TaskSpec(
+        "backups",
+        "List backups: time, tier, size, revision, verified or not.",
+        "dbguard.cli.commands:backups",
+        (ENV, Option("tier", "", "only this tier's backups", blank_is_none=True)),
+    ),
+    TaskSpec(
+        "verify",
+        "Check a backup (latest or FILE): checksum and archive listing; --deep restores and compares.",
+        "dbguard.cli.commands:verify",
+        (
+            Option("backup", None, "latest, or a backup file", positional=True, audit="spec"),
+            ENV,
+            Option("deep", False, "also restore into a throwaway database on INT's server and compare"),
+        ),
+    ),
+    TaskSpec(
+        "restore",
+        "Restore a backup into a scratch database, check it, then swap it in (target backed up first).",
+        "dbguard.cli.commands:restore",
+        (
+            ENV,
+            Option("from_", "latest", "latest (of the target tier) or a backup file"),
+            CONFIRM,
+            Option("allow_prod_data", False, "allow restoring a PROD backup into INT/STG (unsanitized!)"),
+            DRY,
+        ),
+    ),
+    TaskSpec(
+        "prune-backups",
+        "Delete all but the newest N backups per tier (never a tier's only verified one); --yes to delete.",
+        "dbguard.cli.commands:prune_backups",
+        (
+            ENV,
+            Option("keep", 0, "newest backups to keep per tier (default BACKUP_KEEP)", blank_is_none=True),
+            Option("yes", False, "really delete"),
+        ),
+    ),
+    TaskSpec(
+        "refresh-staging",
+        "Copy PROD into STG, sanitized inside PROD, verified, swapped in atomically (previous STG kept).",
+        "dbguard.refresh.staging:refresh_task",
+        (replace(ENV, default="stg"), Option("undo", False, "put the previous STG back"), DRY),
+    ),
+    TaskSpec(
+        "sanitize-check",
+        "Does the sanitizing policy cover PROD's live schema? Reads PROD's catalog only.",
+        "dbguard.refresh.staging:sanitize_check_task",
+        (replace(ENV, default="prod"),),
+    ),
+    TaskSpec(
+        "ladder",
+        "The migration ladder INT -> STG clone -> PROD check; a pass opens db.migrate --env prod.",
+        "dbguard.cli.commands:ladder",
+        (
+            Option("report", "", "also write the results as JSON to this file", blank_is_none=True),
+            Option("apply_stg", False, "migrate STG itself after its clone passed"),
+        ),
+        guarded=False,
+    ),
+)
