@@ -10,7 +10,8 @@ import nox
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
-TYPED = ["app", "seeds", "migrations", "tests", "tasks.py", "noxfile.py", "engine/src", "engine/tests", "engine/bench"]
+TYPED = ["app", "seeds", "migrations", "tests", "tasks.py", "noxfile.py"]
+TYPED += ["engine/src", "engine/tests", "engine/bench", "scaffold"]  # the template repository only
 
 
 @nox.session(venv_backend="none")
@@ -39,3 +40,13 @@ def migrations(session: nox.Session) -> None:
     nox -s migrations -- [--report ladder.json] [--apply-stg]
     """
     session.run("invoke", "db.ladder", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def template(session: nox.Session) -> None:
+    """The template tests itself: renders new apps and runs their README commands, tests and ladder.
+
+    nox -s template -- [with_example|blank|shaped ...] [--keep]
+    """
+    session.run("python", "-m", "scaffold.build", "--check")
+    session.run("python", "-m", "scaffold.selftest", *session.posargs)

@@ -1,1 +1,1 @@
-"""The example app (a small task manager) and the guarded database tooling in `app.ops`."""
+"""The example app: a small task manager (users, projects, tasks, comments)."""

@@ -1,6 +1,6 @@
 """The example app's schema: a small task manager. Replace it with your own.
 
-Each column declares its PII class (app/pii.py) beside it; db.refresh-staging and the migration
+Each column declares its PII class (dbguard.pii) beside it; db.refresh-staging and the migration
 ladder read those declarations.
 """
 

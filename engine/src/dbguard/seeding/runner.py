@@ -124,6 +124,8 @@ def seed_database(
     indexes and foreign keys, each key validated once for the whole table. Each table's rebuild runs
     on the server (in a pipeline) while this process already generates the next table's rows.
     """
+    if not plan.counts:
+        return []  # a scenario with no tables (an app with no models yet) seeds nothing
     modules = discover_seeds(plan.project)
     absent = [t for t in plan.counts if t not in modules]
     if absent:
