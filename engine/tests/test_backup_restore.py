@@ -17,7 +17,7 @@ from dbguard.guard.tiers import Tier
 from tests.support.cli import cli_environment, invoke_cli, module_argv
 from tests.support.kill import kill_at, wait_for_no_sessions
 from tests.support.project import PROJECT
-from tests.support.setup import Tiers, human, robot, run, state_values
+from tests.support.setup import Tiers, cleared, human, robot, run, state_values
 
 
 def env_for(tiers: Tiers, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -166,7 +166,8 @@ def test_restore_prod_backup_into_stg_is_restamped_stg(tiers: Tiers, tmp_path: P
     assert len(list((tmp_path / "backups").glob("stg-*.dump"))) == 1  # the target was backed up first
     status = invoke_cli("db.status", env=env)
     assert "0002 (at head)" in status.stdout
-    assert tiers.local.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_%'") == "0"
+    leftovers = f"SELECT count(*) FROM pg_database WHERE datname LIKE '{tiers.names[Tier.STG]}\\_\\_%'"
+    assert tiers.local.psql("postgres", leftovers) == "0"  # this test's own: other tests keep <stg>__previous
 
 
 def test_restore_refusals_happen_before_anything_is_touched(tiers: Tiers, tmp_path: Path) -> None:
@@ -197,7 +198,7 @@ def test_restore_into_prod_is_interactive_only(tiers: Tiers, tmp_path: Path) -> 
     from dbguard.backup.restore import restore_task
 
     seed(tiers, tmp_path, Tier.PROD)
-    take_backup(tiers.settings, tiers.target(Tier.PROD), None)
+    take_backup(tiers.settings, cleared(tiers.settings, "backup", Tier.PROD).target, None)
     db = tiers.names[Tier.PROD]
     result = run(tiers.settings, "restore", "prod", robot(), lambda ctx: restore_task(ctx, "latest"), confirm=db)
     assert result.code == EXIT_REFUSED and "allowed only at an interactive terminal" in result.stderr
@@ -324,7 +325,8 @@ def test_prune_keeps_newest_and_the_only_verified(tiers: Tiers, tmp_path: Path) 
     from dbguard.backup.retention import plan_prune
     from dbguard.backup.verify import verify_backup
 
-    made = [take_backup(tiers.settings, tiers.target(Tier.STG), None) for _ in range(4)]
+    stg = cleared(tiers.settings, "backup", Tier.STG).target
+    made = [take_backup(tiers.settings, stg, None) for _ in range(4)]
     verify_backup(tiers.settings, made[0], deep=False, server=None, out=None)
     env = env_for(tiers, tmp_path)
     proc = invoke_cli("db.prune-backups", "--keep", "2", env=env)

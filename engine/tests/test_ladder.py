@@ -14,7 +14,7 @@ from dbguard.ladder.rungs import FAIL, PASS, Ladder, climb
 from dbguard.settings import Settings
 
 from tests.support.project import FIXTURE_ROOT, PROJECT
-from tests.support.setup import Tiers
+from tests.support.setup import Tiers, cleared
 
 REVISION = '''"""{doc}
 
@@ -62,7 +62,7 @@ def add_revision(
 
 
 def run(settings: Settings) -> Ladder:
-    return climb(settings, Output(Tier.INT))
+    return climb(settings, cleared(settings, "ladder", Tier.INT), Output(Tier.INT))
 
 
 def check(ladder: Ladder, name_part: str) -> list[str]:

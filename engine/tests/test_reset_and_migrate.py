@@ -14,7 +14,7 @@ from dbguard.seeding import reset
 
 from tests.support.cli import invoke_cli
 from tests.support.kill import kill_at, wait_for_no_sessions
-from tests.support.setup import Tiers, robot, run, state_values
+from tests.support.setup import Tiers, cleared, robot, run, state_values
 
 
 def env_for(tiers: Tiers, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -92,7 +92,7 @@ def test_reset_killed_at_any_step_leaves_the_old_contents_and_the_next_run_succe
 def test_a_second_reset_is_refused_at_once(tiers: Tiers, tmp_path: Path) -> None:
     from dbguard.guard.locks import exclusive
 
-    target = tiers.target(Tier.STG)
+    target = cleared(tiers.settings, "reset", Tier.STG).target
     with exclusive(target, "reset"):
         result = run(tiers.settings, "reset", "stg", robot(), lambda ctx: reset.reset_task(ctx, seed=False))
     assert result.code == EXIT_REFUSED

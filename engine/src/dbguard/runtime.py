@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from dbguard.cli.console import Output
 from dbguard.cli.runner import TaskContext, run_task
 from dbguard.guard.caller import Caller
-from dbguard.guard.connect import connect
 from dbguard.guard.forced_int import app_tier
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
@@ -53,9 +52,8 @@ def open_app_database(
     made: list[AppDatabase] = []
 
     def body(ctx: TaskContext) -> int:
-        target = ctx.target
-        engine = create_engine("postgresql+psycopg://", creator=lambda: connect(target), pool_pre_ping=True)
-        made.append(AppDatabase(engine, ctx.tier, target, component))
+        engine = ctx.target.sa_engine(pool_pre_ping=True)  # every connection through the guard's clearance
+        made.append(AppDatabase(engine, ctx.tier, ctx.target, component))
         return 0
 
     code = run_task(

@@ -61,6 +61,14 @@ def human(answer: str, agent: str | None = None, consent: str | None = None) -> 
     return caller
 
 
+def cleared(settings: Settings, operation: str, tier: Tier, caller: Caller | None = None, **options: object):  # type: ignore[no-untyped-def]
+    """The guard's clearance for `operation` on `tier` (a robot asking): how a test gets a database to open."""
+    from dbguard.guard.config import target_for
+    from dbguard.guard.door import authorize
+
+    return authorize(settings, operation, tier, target_for(settings, tier), caller or robot(), options=options)
+
+
 @dataclass
 class Tiers:
     """Three stamped databases (INT and STG on one server, PROD on another) and settings for them."""

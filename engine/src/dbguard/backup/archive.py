@@ -9,9 +9,9 @@ from pathlib import Path
 
 from dbguard.cli.console import Output
 from dbguard.cluster.children import die_with_parent
-from dbguard.cluster.pgtools import first_error_line, follow_progress, tool_conninfo, tool_environment
+from dbguard.cluster.pgtools import first_error_line, follow_progress
 from dbguard.errors import Failed
-from dbguard.guard.targets import Target
+from dbguard.guard.cleared import Cleared
 
 _DATA_LINE = re.compile(r'processing data for table "(?P<name>[^"]+)"')
 RESTORE_JOBS = 2
@@ -25,7 +25,7 @@ class ArchiveListing:
 
 
 def list_archive(bindir: Path, path: Path) -> ArchiveListing:
-    """`pg_restore --list`: proves the file is a readable archive and names what it holds."""
+    """`pg_restore --list`: proves the file is a readable archive and names what it holds (connects nowhere)."""
     proc = subprocess.run(
         [str(bindir / "pg_restore"), "--list", str(path)], capture_output=True, text=True, check=False
     )
@@ -47,20 +47,11 @@ def list_archive(bindir: Path, path: Path) -> ArchiveListing:
 
 
 def restore_archive(
-    bindir: Path, path: Path, into: Target, tables: int, out: Output | None, jobs: int = RESTORE_JOBS
+    bindir: Path, path: Path, into: Cleared, tables: int, out: Output | None, jobs: int = RESTORE_JOBS
 ) -> None:
     """Restore `path` into the (empty) database `into`; objects owned by the connecting role."""
-    argv = [
-        str(bindir / "pg_restore"),
-        "--verbose",
-        "--no-owner",
-        "--no-acl",
-        "--exit-on-error",
-        f"--jobs={jobs}",
-        f"--dbname={tool_conninfo(into)}",
-        str(path),
-    ]
-    with tool_environment(into) as env:
+    args = ["--verbose", "--no-owner", "--no-acl", "--exit-on-error", f"--jobs={jobs}", str(path)]
+    with into.tool(bindir, "pg_restore", args) as (argv, env):
         proc = subprocess.Popen(
             argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
         )

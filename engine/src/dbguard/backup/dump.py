@@ -28,18 +28,11 @@ from dbguard.backup.files import (
 )
 from dbguard.cli.console import Output
 from dbguard.cluster.children import die_with_parent
-from dbguard.cluster.pgtools import (
-    first_error_line,
-    follow_progress,
-    require_bindir,
-    tool_conninfo,
-    tool_environment,
-    tool_major_version,
-)
+from dbguard.cluster.pgtools import first_error_line, follow_progress, require_bindir, tool_major_version
 from dbguard.errors import Failed
 from dbguard.failpoints import failpoint
-from dbguard.guard.connect import Connection, connect
-from dbguard.guard.targets import Target
+from dbguard.guard.cleared import Cleared
+from dbguard.guard.connect import Connection
 from dbguard.migrations.history import current_revision
 from dbguard.reports.status import human_size
 from dbguard.settings import Settings
@@ -84,15 +77,15 @@ def count_rows(conn: Connection, tables: list[str]) -> dict[str, int]:
     return counts
 
 
-def take_backup(settings: Settings, target: Target, out: Output | None, *, reason: str = "manual") -> Backup:
-    """Dump `target` into the backups folder; return the finished backup (file + manifest)."""
+def take_backup(settings: Settings, target: Cleared, out: Output | None, *, reason: str = "manual") -> Backup:
+    """Dump `target` (as the guard cleared it) into the backups folder; return the finished backup."""
     folder = ensure_backups_dir(settings.backups_dir)
     remove_stale_partials(folder)
     bindir = require_bindir(settings.values, ("pg_dump", "pg_restore"))
     final = folder / backup_name(target.tier.value, target.dbname)
     tmp = partial_path(final)
     began = time.monotonic()
-    with connect(target, read_only=True) as conn:
+    with target.connect(read_only=True) as conn:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         row = conn.execute("SELECT pg_export_snapshot(), current_setting('server_version')").fetchone()
         assert row is not None
@@ -152,19 +145,12 @@ def take_backup(settings: Settings, target: Target, out: Output | None, *, reaso
 class DumpProcess:
     """pg_dump into `tmp` (created 0600 first); started before any thread exists, killed with us."""
 
-    def __init__(self, bindir: Path, target: Target, facts: SnapshotFacts, tmp: Path) -> None:
+    def __init__(self, bindir: Path, target: Cleared, facts: SnapshotFacts, tmp: Path) -> None:
         self.tmp, self.tables, self.lines = tmp, len(facts.tables), list[str]()
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        argv = [
-            str(bindir / "pg_dump"),
-            "--format=custom",
-            "--verbose",
-            f"--snapshot={facts.snapshot}",
-            f"--file={tmp}",
-            f"--dbname={tool_conninfo(target)}",
-        ]
-        self._env = tool_environment(target, read_only=True)
-        env = self._env.__enter__()
+        args = ["--format=custom", "--verbose", f"--snapshot={facts.snapshot}", f"--file={tmp}"]
+        self._env = target.tool(bindir, "pg_dump", args, read_only=True)
+        argv, env = self._env.__enter__()
         self.proc = subprocess.Popen(
             argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
         )

@@ -16,10 +16,9 @@ from dbguard.backup.files import Backup, resolve_backup
 from dbguard.backup.verify import check_file, restore_and_count, rows_differing
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.pgtools import require_bindir, tool_major_version
-from dbguard.cluster.scratch import admin_target, database_exists, drop_leftovers, scratch_database, swap_in
 from dbguard.errors import Refused
 from dbguard.failpoints import failpoint
-from dbguard.guard.connect import connect, server_major_version
+from dbguard.guard.connect import server_major_version
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
 from dbguard.reports.status import human_size
@@ -35,7 +34,7 @@ def _major(version: object) -> int:
 
 
 def check_versions(ctx: TaskContext, backup: Backup) -> None:
-    with connect(admin_target(ctx.target), read_only=True) as conn:
+    with ctx.target.connect(read_only=True) as conn:
         server = server_major_version(conn)
     made_on = _major(backup.manifest.get("server_version"))
     if made_on > server:
@@ -81,19 +80,17 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
         ]
         out.plan(", then ".join(steps))
         return 0
-    admin = admin_target(target)
-    drop_leftovers(admin, target.dbname, RESTORE_PURPOSES, out)
-    with connect(admin, read_only=True) as conn:
-        target_exists = database_exists(conn, target.dbname)
+    target.drop_leftovers(RESTORE_PURPOSES, out=out)
+    target_exists = target.database_exists(target.dbname)
     # the target's own lock keeps resets and migrations out until the swap (which needs no sessions on it)
     lock = exclusive(target, "restore") if target_exists else nullcontext()
-    with scratch_database(admin, target.dbname, "restore") as scratch:
+    with target.scratch("restore") as scratch:
         with lock:
             if ctx.clearance.rule.backup_first and target_exists:
                 before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
                 ctx.facts["backup"] = before.path.name
             rows, revision = restore_and_count(
-                settings, backup, scratch.target(target), listing, out, stamp_as=tier, stamp_name=target.dbname
+                settings, backup, scratch, listing, out, stamp_as=tier, stamp_name=target.dbname
             )
             differing = rows_differing(backup, rows)
             if differing:
@@ -102,10 +99,8 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
                     "verify the backup: invoke db.verify " + backup.path.name,
                 )
         failpoint("restore:before-swap")
-        swap_in(
-            admin,
-            target.dbname,
-            scratch.name,
+        target.swap_in(
+            scratch,
             keep_old_as=None,
             wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
             out=out,

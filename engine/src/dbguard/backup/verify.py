@@ -1,23 +1,29 @@
 """db.verify: is a backup what its manifest says? Checksum and archive listing; --deep restores it
-into a throwaway database on INT's server and compares rows per table and the revision."""
+into a throwaway database on INT's server and compares rows per table and the revision.
+
+The throwaway database is made under the run's clearance: the 'verify' row grants --deep a scratch
+database on INT's server ('verify-deep'), so INT's configuration and stamp are checked first."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from dbguard.backup.archive import ArchiveListing, list_archive, restore_archive
 from dbguard.backup.dump import count_rows, sha256_of, user_tables
-from dbguard.backup.files import Backup
+from dbguard.backup.files import Backup, resolve_backup
 from dbguard.cli.console import Output
 from dbguard.cluster.pgtools import require_bindir
-from dbguard.cluster.scratch import admin_target, drop_leftovers, scratch_database
 from dbguard.errors import Failed, Refused
-from dbguard.guard.connect import connect
+from dbguard.guard.cleared import Cleared
+from dbguard.guard.policy import DEEP_CHECK
 from dbguard.guard.stamp import write_stamp
-from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision
 from dbguard.settings import Settings
+
+if TYPE_CHECKING:
+    from dbguard.cli.runner import TaskContext
 
 
 def check_file(settings: Settings, backup: Backup) -> ArchiveListing:
@@ -50,7 +56,7 @@ def check_file(settings: Settings, backup: Backup) -> ArchiveListing:
 def restore_and_count(
     settings: Settings,
     backup: Backup,
-    into: Target,
+    into: Cleared,
     listing: ArchiveListing,
     out: Output | None,
     *,
@@ -60,9 +66,9 @@ def restore_and_count(
     """Restore `backup` into the empty database `into` (re-stamped if asked); its rows per table and revision."""
     restore_archive(require_bindir(settings.values, ("pg_restore",)), backup.path, into, len(listing.data_tables), out)
     if stamp_as is not None:
-        with connect(into) as conn:
+        with into.connect() as conn:
             write_stamp(conn, stamp_as, stamp_name)
-    with connect(into, read_only=True) as conn:
+    with into.connect(read_only=True) as conn:
         return count_rows(conn, user_tables(conn)), current_revision(conn)
 
 
@@ -73,14 +79,13 @@ def rows_differing(backup: Backup, rows: dict[str, int]) -> list[str]:
 
 
 def deep_check(
-    settings: Settings, backup: Backup, server: Target, listing: ArchiveListing, out: Output | None
+    settings: Settings, backup: Backup, server: Cleared, listing: ArchiveListing, out: Output | None
 ) -> dict[str, int]:
     """Restore into a throwaway database on `server`; rows per table and revision must match the manifest."""
-    admin = admin_target(server)
     live = f"verify_{backup.tier}"
-    drop_leftovers(admin, live, ("check",), out)
-    with scratch_database(admin, live, "check") as scratch:
-        rows, revision = restore_and_count(settings, backup, scratch.target(server), listing, out)
+    server.drop_leftovers(("check",), live=live, out=out)
+    with server.scratch("check", live=live) as scratch:
+        rows, revision = restore_and_count(settings, backup, scratch, listing, out)
     differing = rows_differing(backup, rows)
     if differing:
         raise Failed(
@@ -95,8 +100,17 @@ def deep_check(
     return rows
 
 
+def verify_task(ctx: TaskContext, *, backup: str | None, deep: bool) -> int:
+    """db.verify [FILE] [--deep]: the deep check's server is the clearance's DEEP_CHECK grant."""
+    found = resolve_backup(ctx.settings.backups_dir, backup or "latest", None)
+    ctx.facts["file"] = found.path.name
+    server = ctx.clearance.db(DEEP_CHECK) if deep else None
+    verify_backup(ctx.settings, found, deep=deep, server=server, out=ctx.out)
+    return 0
+
+
 def verify_backup(
-    settings: Settings, backup: Backup, *, deep: bool, server: Target | None, out: Output | None
+    settings: Settings, backup: Backup, *, deep: bool, server: Cleared | None, out: Output | None
 ) -> Backup:
     listing = check_file(settings, backup)
     if out is not None:

@@ -19,11 +19,11 @@ from dbguard.audit.log import AuditLog, make_record
 from dbguard.cli.console import Output
 from dbguard.errors import OpsError
 from dbguard.guard.caller import Caller, detect_caller
+from dbguard.guard.cleared import Cleared
 from dbguard.guard.config import target_for
 from dbguard.guard.door import Clearance, authorize
 from dbguard.guard.forced_int import forced_tier
 from dbguard.guard.masking import mask_text
-from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier, parse_tier
 from dbguard.settings import Settings, load_settings
 
@@ -32,12 +32,16 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 @dataclass
 class TaskContext:
-    """Everything a task body needs; bodies know nothing of invoke."""
+    """Everything a task body needs; bodies know nothing of invoke.
+
+    `target` is the operation's own database as the guard cleared it; every other database the body
+    may open is `clearance.db(purpose)`. Neither is ever opened any other way.
+    """
 
     settings: Settings
     operation: str
     tier: Tier
-    target: Target
+    target: Cleared
     out: Output
     caller: Caller
     args: dict[str, Any]
@@ -99,7 +103,9 @@ def run_task(
         target_text = target.describe()
         out.header(target_text, note)
         header_done = True
-        clearance = authorize(settings, operation, tier, target, caller, confirm=confirm, dry_run=dry_run)
+        clearance = authorize(settings, operation, tier, target, caller, confirm=confirm, dry_run=dry_run, options=args)
+        if clearance.grant_lines():
+            facts["cleared"] = clearance.grant_lines()
         ctx = TaskContext(settings, operation, tier, clearance.target, out, caller, args, dry_run, clearance, facts)
         code = body(ctx) or EXIT_OK
         if code != EXIT_OK:

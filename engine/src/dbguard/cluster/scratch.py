@@ -4,6 +4,9 @@ A scratch database is named `<target>__<purpose>_<pid>` and, while its run lives
 keyed by its name is held on the server. Whatever holds no lock is a leftover from a killed run
 and the next run drops it. The swap renames the live database away and the new one into its
 place inside one transaction, so clients see either the old database or the new one.
+
+Every function here works on a connection to the server's maintenance database that the guard's
+clearance opened (`dbguard.guard.cleared`); none opens one itself.
 """
 
 from __future__ import annotations
@@ -11,35 +14,17 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from dbguard.cli.console import Output
 from dbguard.errors import Failed, Refused
-from dbguard.guard.connect import Connection, connect
+from dbguard.guard.connect import Connection
 from dbguard.guard.locks import LOCK_NAMESPACE
-from dbguard.guard.targets import Target
 
 MAINTENANCE_DATABASES = ("postgres", "template1")
 MAX_NAME = 63
-
-
-def admin_target(target: Target) -> Target:
-    """The same server, its maintenance database: where databases are created, renamed and dropped."""
-    last: Exception | None = None
-    for name in MAINTENANCE_DATABASES:
-        candidate = target.with_database(name)
-        try:
-            with connect(candidate, timeout=5):
-                return candidate
-        except (Refused, Failed) as exc:
-            last = exc
-    assert last is not None
-    raise last
 
 
 def scratch_name(live: str, purpose: str) -> str:
@@ -62,65 +47,46 @@ def drop_database(conn: Connection, name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def drop_leftovers(admin: Target, live: str, purposes: tuple[str, ...], out: Output | None = None) -> list[str]:
-    """Drop scratch databases of `live` that no running task holds (left by killed runs)."""
+def drop_leftovers(conn: Connection, live: str, purposes: tuple[str, ...], out: Output | None = None) -> list[str]:
+    """Drop scratch databases of `live` that no running task holds (left by killed runs); `conn` autocommits."""
     dropped = []
-    with connect(admin, autocommit=True) as conn:
-        for purpose in purposes:
-            rows = conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{live}\\_\\_{purpose}\\_%",)
-            ).fetchall()
-            for (name,) in rows:
-                key = _lock_key(str(name))
-                got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key)).fetchone()
-                if got and got[0]:
-                    drop_database(conn, str(name))
-                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, key))
-                    dropped.append(str(name))
+    for purpose in purposes:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{live}\\_\\_{purpose}\\_%",)
+        ).fetchall()
+        for (name,) in rows:
+            key = _lock_key(str(name))
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key)).fetchone()
+            if got and got[0]:
+                drop_database(conn, str(name))
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, key))
+                dropped.append(str(name))
     if dropped and out is not None:
         out.info(f"removed scratch database(s) left by an interrupted run: {', '.join(dropped)}")
     return dropped
 
 
-@dataclass
-class Scratch:
-    admin: Target
-    name: str
-    conn: Connection  # holds the advisory lock that marks the scratch database as in use
+def create_scratch(conn: Connection, live: str, purpose: str, *, template: str, where: str) -> str:
+    """Create `<live>__<purpose>_<pid>` (empty, or a copy of `template`) and hold its lock on `conn`.
 
-    def target(self, like: Target) -> Target:
-        return like.with_database(self.name)
-
-
-@contextmanager
-def scratch_database(admin: Target, live: str, purpose: str, *, template: str = "template0") -> Iterator[Scratch]:
-    """Create a scratch database (empty, or a copy of `template`), and drop it afterwards unless it was
-    swapped in (renamed away)."""
+    The lock lives as long as `conn`: the caller keeps it open while the scratch database is in use,
+    and drops the database on it afterwards (a no-op once it was swapped in, i.e. renamed away).
+    """
     name = scratch_name(live, purpose)
-    conn = connect(admin, autocommit=True)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, _lock_key(name)))
+    drop_database(conn, name)
     try:
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, _lock_key(name)))
-        drop_database(conn, name)
-        try:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
-            )
-        except psycopg.Error as exc:
-            raise Refused(
-                f"cannot create a scratch database on {admin.describe()}: {exc.diag.message_primary}",
-                "the role in the URL needs CREATEDB on that server",
-            ) from None
-        scratch = Scratch(admin, name, conn)
-        try:
-            yield scratch
-        finally:
-            drop_database(conn, name)
-    finally:
-        conn.close()
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+    except psycopg.Error as exc:
+        raise Refused(
+            f"cannot create a scratch database on {where}: {exc.diag.message_primary}",
+            "the role in the URL needs CREATEDB on that server",
+        ) from None
+    return name
 
 
 def rename_atomically(
-    admin: Target, renames: list[tuple[str, str]], *, wait_seconds: float, out: Output | None
+    conn: Connection, renames: list[tuple[str, str]], *, wait_seconds: float, out: Output | None
 ) -> None:
     """Apply every (old, new) rename in one transaction, after the databases involved have no sessions.
 
@@ -129,58 +95,55 @@ def rename_atomically(
     operation. Apps reconnect and find the new database under the old name.
     """
     involved = sorted({old for old, _ in renames})
-    with connect(admin, autocommit=True) as conn:
-        deadline = time.monotonic() + wait_seconds
-        busy = {name: _sessions(conn, name) for name in involved}
-        if any(busy.values()) and out is not None:
-            names = ", ".join(f"{n} ({c})" for n, c in busy.items() if c)
-            out.info(f"waiting up to {wait_seconds:g}s for the sessions on {names} to close")
-        while any(_sessions(conn, n) for n in involved) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for attempt in range(50):
-            ended = conn.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
-                (involved,),
-            ).fetchone()
-            if ended and ended[0] and out is not None and attempt == 0:
-                out.warn(f"terminated {ended[0]} session(s) still connected to {', '.join(involved)}")
-            try:
-                with conn.transaction():
-                    for old, new in renames:
-                        conn.execute(
-                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
-                        )
-                return
-            except psycopg.errors.ObjectInUse:
-                time.sleep(0.1)
-        raise Failed(
-            f"could not rename {', '.join(involved)}: sessions keep reconnecting",
-            "stop the app's connections and try again",
-        )
+    deadline = time.monotonic() + wait_seconds
+    busy = {name: _sessions(conn, name) for name in involved}
+    if any(busy.values()) and out is not None:
+        names = ", ".join(f"{n} ({c})" for n, c in busy.items() if c)
+        out.info(f"waiting up to {wait_seconds:g}s for the sessions on {names} to close")
+    while any(_sessions(conn, n) for n in involved) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for attempt in range(50):
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+            (involved,),
+        ).fetchone()
+        if ended and ended[0] and out is not None and attempt == 0:
+            out.warn(f"terminated {ended[0]} session(s) still connected to {', '.join(involved)}")
+        try:
+            with conn.transaction():
+                for old, new in renames:
+                    conn.execute(
+                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+                    )
+            return
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.1)
+    raise Failed(
+        f"could not rename {', '.join(involved)}: sessions keep reconnecting",
+        "stop the app's connections and try again",
+    )
 
 
 def swap_in(
-    admin: Target, live: str, replacement: str, *, keep_old_as: str | None, wait_seconds: float, out: Output | None
+    conn: Connection, live: str, replacement: str, *, keep_old_as: str | None, wait_seconds: float, out: Output | None
 ) -> str:
     """Put `replacement` in place of `live` atomically; the old one is dropped, or kept as `keep_old_as`."""
     old = keep_old_as or scratch_name(live, "old")
-    with connect(admin, autocommit=True) as conn:
-        exists = database_exists(conn, live)
-        if keep_old_as and exists:
-            drop_database(conn, keep_old_as)  # the copy kept by the previous swap makes room for this one
+    exists = database_exists(conn, live)
+    if keep_old_as and exists:
+        drop_database(conn, keep_old_as)  # the copy kept by the previous swap makes room for this one
     renames = ([(live, old)] if exists else []) + [(replacement, live)]
-    rename_atomically(admin, renames, wait_seconds=wait_seconds, out=out)
+    rename_atomically(conn, renames, wait_seconds=wait_seconds, out=out)
     if exists and not keep_old_as:
-        with connect(admin, autocommit=True) as conn:
-            drop_database(conn, old)
+        drop_database(conn, old)
     return old
 
 
-def exchange(admin: Target, a: str, b: str, *, wait_seconds: float, out: Output | None) -> None:
+def exchange(conn: Connection, a: str, b: str, *, wait_seconds: float, out: Output | None) -> None:
     """Swap the names of two databases atomically (db.refresh-staging --undo)."""
     parking = scratch_name(a, "exchange")
-    rename_atomically(admin, [(a, parking), (b, a), (parking, b)], wait_seconds=wait_seconds, out=out)
+    rename_atomically(conn, [(a, parking), (b, a), (parking, b)], wait_seconds=wait_seconds, out=out)
 
 
 def _sessions(conn: Connection, name: str) -> int:

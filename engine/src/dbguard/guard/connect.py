@@ -1,6 +1,14 @@
-"""Open psycopg connections to a target and turn libpq's failures into one actionable line."""
+"""Open psycopg (and SQLAlchemy) connections to a target and turn libpq's failures into one actionable line.
+
+These are the low-level openers. Only the guard's clearance (`dbguard.guard.cleared`) and the embedded
+cluster's own admin code call them: every operation gets its connections from the clearance.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -8,6 +16,9 @@ from psycopg.rows import TupleRow
 from dbguard.errors import Failed, OpsError, Refused
 from dbguard.guard.masking import mask_text
 from dbguard.guard.targets import Target
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection as SAConnection
 
 Connection = psycopg.Connection[TupleRow]
 READ_ONLY_OPTION = "-c default_transaction_read_only=on"
@@ -37,6 +48,22 @@ def connect(
     if read_only:
         conn.read_only = True
     return conn
+
+
+@contextmanager
+def sa_connection(target: Target, *, read_only: bool = False) -> Iterator[SAConnection]:
+    """A SQLAlchemy connection over our own `connect` (masked errors, read-only sessions, no URL strings)."""
+    from sqlalchemy import create_engine  # noqa: PLC0415 -- only migrations and seeding need SQLAlchemy
+    from sqlalchemy.pool import NullPool  # noqa: PLC0415
+
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: connect(target, read_only=read_only), poolclass=NullPool
+    )
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def explain_connection_error(target: Target, exc: BaseException) -> OpsError:

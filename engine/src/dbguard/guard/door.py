@@ -3,40 +3,80 @@
 It answers DESIGN.md's four questions in order: is the configuration sane; does the database
 agree about what it is (its tier stamp); is the operation allowed on this tier (the policy
 table); and who is asking (terminal, CI, coding agent; typed confirmation; human consent).
+
+It asks them of the operation's own target and of every other database its policy cell grants
+(`Rule.also`: refresh-staging's PROD source, the ladder's STG clone and PROD check, db.verify
+--deep's scratch database on INT's server), and hands out a Clearance: the only way any of those
+databases is opened (`dbguard.guard.cleared`). Authorizing changes nothing before it has decided:
+no embedded cluster is started, no database created and nothing written until every check,
+the caller's included, has passed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from dbguard.cluster.embedded import EmbeddedCluster
 from dbguard.errors import OpsError, Refused
 from dbguard.guard.caller import CONSENT_VARIABLE, Caller
+from dbguard.guard.cleared import TARGET, Cleared
 from dbguard.guard.config import (
     INT_NAME_MARKERS,
     all_targets,
     distinct_findings,
     env_tracked_finding,
     int_name_finding,
+    target_for,
 )
-from dbguard.guard.connect import connect
 from dbguard.guard.policy import Confirm, Rule, rule_for
 from dbguard.guard.stamp import Stamp, read_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
 from dbguard.settings import Settings
 
+# reports and the test suite's own check read without anyone to ask: a rule that ever needed a human refuses them
+UNATTENDED = Caller(interactive=False, ci=False, agent=None, consent=None)
+
 
 @dataclass(frozen=True)
 class Clearance:
-    """What the guard allowed: the operation, the tier, the target and the rule that applies."""
+    """What the guard allowed: the operation, its tier and rule, and each database it may open, by purpose."""
 
     operation: str
     tier: Tier
-    target: Target
     rule: Rule
-    stamp: Stamp | None
     dry_run: bool
+    cleared: Mapping[str, Cleared]  # the operation's own target under TARGET, then its grants
+    unavailable: Mapping[str, OpsError] = field(default_factory=dict)  # optional grants, and why they are not here
+
+    @property
+    def target(self) -> Cleared:
+        return self.cleared[TARGET]
+
+    @property
+    def stamp(self) -> Stamp | None:
+        return self.target.stamp
+
+    def db(self, purpose: str = TARGET) -> Cleared:
+        """The database cleared for `purpose`; an optional one that could not be reached raises why."""
+        if purpose in self.cleared:
+            return self.cleared[purpose]
+        if purpose in self.unavailable:
+            raise self.unavailable[purpose]
+        raise Refused(
+            f"{self.operation} on {self.tier.value.upper()} was not cleared to open '{purpose}'",
+            "declare it in the policy table (dbguard/guard/policy.py)",
+        )
+
+    def has(self, purpose: str) -> bool:
+        return purpose in self.cleared
+
+    def grant_lines(self) -> list[str]:
+        """The grants beyond the operation's own target, one line each, for the audit log."""
+        lines = [c.grant_line() for purpose, c in self.cleared.items() if purpose != TARGET]
+        return lines + [f"{purpose}: not cleared ({exc.short})" for purpose, exc in self.unavailable.items()]
 
 
 def check_configuration(settings: Settings, tier: Tier, target: Target) -> None:
@@ -129,11 +169,64 @@ def check_caller(rule: Rule, tier: Tier, target: Target, caller: Caller, confirm
         )
 
 
-def open_target(settings: Settings, target: Target) -> Target:
-    """Start the embedded cluster and create the tier's stamped database on demand."""
-    if target.embedded:
-        return EmbeddedCluster.from_settings(settings).ensure_database(target.tier)
-    return target
+READ_STAMP = Rule(True, read_only=True)  # the guard's own look at a database's stamp
+
+
+@dataclass
+class _Wanted:
+    """One database on its way through the checks: the operation's target, or one of its grants."""
+
+    purpose: str
+    operation: str
+    tier: Tier
+    rule: Rule
+    target: Target
+    optional: bool = False
+    stamp: Stamp | None = None
+
+    @property
+    def checked(self) -> bool:
+        return self.rule.needs_database
+
+
+def _wanted(
+    settings: Settings, rule: Rule, options: Mapping[str, Any], unavailable: dict[str, OpsError]
+) -> list[_Wanted]:
+    """The grants the run asks for, each with its policy cell checked and its target resolved (settings only)."""
+    found = []
+    for grant in rule.also:
+        if grant.when and not options.get(grant.when):
+            continue
+        granted = check_policy(grant.operation, grant.tier)
+        try:
+            target = target_for(settings, grant.tier)
+        except OpsError as exc:
+            if not grant.optional:
+                raise
+            unavailable[grant.purpose] = exc
+            continue
+        found.append(_Wanted(grant.purpose, grant.operation, grant.tier, granted, target, grant.optional))
+    return found
+
+
+def _read_stamp(wanted: _Wanted, unavailable: dict[str, OpsError]) -> bool:
+    """Read the stamp in a read-only session; an optional grant that cannot be reached drops out (False)."""
+    try:
+        with Cleared.of(wanted.target, wanted.purpose, READ_STAMP).connect(read_only=True) as conn:
+            wanted.stamp = read_stamp(conn)
+    except OpsError as exc:
+        if not wanted.optional:
+            raise
+        unavailable[wanted.purpose] = exc
+        return False
+    if wanted.rule.checks_stamp:
+        check_stamp(wanted.stamp, wanted.tier, wanted.target)
+    return True
+
+
+def _open_embedded(settings: Settings, target: Target) -> Target:
+    """Start the embedded cluster and create the tier's stamped database on demand (after every check)."""
+    return EmbeddedCluster.from_settings(settings).ensure_database(target.tier)
 
 
 def authorize(
@@ -145,17 +238,58 @@ def authorize(
     *,
     confirm: str | None = None,
     dry_run: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> Clearance:
-    """Run the four checks; return the clearance or raise Refused."""
+    """Run the four checks on the target and on every grant the run asks for; return the clearance or raise.
+
+    Order: the policy cells; the configuration; the stamps that can be read without starting anything
+    (read-only sessions); the caller; only then the embedded cluster is started and its databases made,
+    and their stamps checked. `options` are the run's options (a grant with `when` needs its option set).
+    """
     rule = check_policy(operation, tier)
-    if not rule.needs_database:
-        return Clearance(operation, tier, target, rule, None, dry_run)
-    check_configuration(settings, tier, target)
-    target = open_target(settings, target)
-    with connect(target, read_only=True) as conn:
-        stamp = read_stamp(conn)
-    if rule.checks_stamp:
-        check_stamp(stamp, tier, target)
+    unavailable: dict[str, OpsError] = {}
+    wanted = [_Wanted(TARGET, operation, tier, rule, target), *_wanted(settings, rule, options or {}, unavailable)]
+    checked = [w for w in wanted if w.checked]
+    for w in checked:
+        check_configuration(settings, w.tier, w.target)
+    checked = [w for w in checked if w.target.embedded or _read_stamp(w, unavailable)]
     if not dry_run:
-        check_caller(rule, tier, target, caller, confirm, operation)
-    return Clearance(operation, tier, target, rule, stamp, dry_run)
+        for w in checked:
+            check_caller(w.rule, w.tier, w.target, caller, confirm, w.operation)
+    for w in checked:
+        if w.target.embedded:
+            try:
+                w.target = _open_embedded(settings, w.target)
+            except OpsError as exc:
+                if not w.optional:
+                    raise
+                unavailable[w.purpose] = exc
+                continue
+            _read_stamp(w, unavailable)
+    cleared = {
+        w.purpose: Cleared.of(w.target, w.purpose, w.rule, w.stamp) for w in wanted if w.purpose not in unavailable
+    }
+    return Clearance(operation, tier, rule, dry_run, cleared, unavailable)
+
+
+def report_target(settings: Settings, target: Target) -> Cleared:
+    """`target` for a report (status, doctor, the test suite's check): the 'report' row clears it read-only,
+    checking nothing, so a report can show what is wrong; it never starts or creates anything."""
+    return authorize(settings, "report", target.tier, target, UNATTENDED).target
+
+
+def check_restamp(clearance: Clearance, carried: Tier, caller: Caller) -> None:
+    """db.stamp --force over a stamp of another tier: the 're-stamp' row, keyed by the tier the database carries."""
+    rule = check_policy("re-stamp", carried)
+    check_caller(
+        rule, carried, clearance.target, caller, None, f"re-stamp {carried.value.upper()} as {clearance.tier.value}"
+    )
+
+
+def open_target(settings: Settings, target: Target) -> Cleared:
+    """INT's server for `db.verify --deep`, through the guard ('verify-deep' row).
+
+    Transitional: only cli/commands.py's verify body calls this, until it calls
+    `dbguard.backup.verify.verify_task` (which gets the same database from the run's own clearance). Remove then.
+    """
+    return authorize(settings, "verify-deep", target.tier, target, UNATTENDED).target

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from dbguard.errors import OpsError, Refused
 from dbguard.guard.config import target_for
-from dbguard.guard.connect import connect
+from dbguard.guard.door import report_target
 from dbguard.guard.stamp import read_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
@@ -67,7 +67,7 @@ def check_test_database(settings: Settings) -> Target:
     if int_target.embedded:
         return int_target
     try:
-        with connect(int_target, read_only=True, timeout=5) as conn:
+        with report_target(settings, int_target).connect(read_only=True, timeout=5) as conn:
             stamp = read_stamp(conn)
     except OpsError:
         return int_target  # unreachable: the tests that need it will say so

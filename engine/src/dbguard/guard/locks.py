@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from dbguard.errors import Refused
-from dbguard.guard.connect import connect
-from dbguard.guard.targets import Target
+
+if TYPE_CHECKING:
+    from dbguard.guard.cleared import Cleared
 
 LOCK_NAMESPACE = 0x44_42  # "DB": the first key of every lock these tools take
 SCHEMA_LOCK = 1  # reset, seed, migrate and restore of one database exclude each other
 
 
 @contextmanager
-def exclusive(target: Target, what: str, key: int = SCHEMA_LOCK) -> Iterator[None]:
+def exclusive(target: Cleared, what: str, key: int = SCHEMA_LOCK) -> Iterator[None]:
     """Hold a session advisory lock on `target` for the block; refuse if another run holds it."""
-    with connect(target, autocommit=True) as conn:
+    with target.connect(autocommit=True) as conn:
         row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key)).fetchone()
         if not row or not row[0]:
             holder = conn.execute(

@@ -1,6 +1,7 @@
 """The operation x tier policy, kept as data: a new operation is one row.
 
-This is DESIGN.md's table. The guard reads it; nothing else decides what a tier allows.
+This is DESIGN.md's table. The guard reads it; nothing else decides what a tier allows, which other
+databases an operation may open besides its own target (`also`), or what re-stamping a database takes.
 """
 
 from __future__ import annotations
@@ -18,14 +19,32 @@ class Confirm(Enum):
 
 
 @dataclass(frozen=True)
+class Grant:
+    """Another database an operation opens besides its own target, cleared under its own policy cell.
+
+    The guard puts the grant's tier through every check the cell `POLICY[operation][tier]` asks for
+    (configuration, stamp, policy, caller), together with the operation's own target and before
+    anything is started, created or written. The operation reaches it as `clearance.db(purpose)`.
+    """
+
+    purpose: str
+    tier: Tier
+    operation: str
+    when: str = ""  # the option of the run that asks for it ("" = always), e.g. the ladder's apply_stg
+    optional: bool = False  # unset or unreachable: the run goes on and is told why (the ladder skips that rung)
+
+
+@dataclass(frozen=True)
 class Rule:
     allowed: bool
-    read_only: bool = False
+    read_only: bool = False  # every session and tool run on the database is read-only, enforced by the server
     backup_first: bool = False
     confirm: Confirm = Confirm.NONE
     needs_ladder: bool = False
-    needs_database: bool = True
-    checks_stamp: bool = True  # False only for db.stamp, which applies its own stamp rules
+    needs_database: bool = True  # False: nothing is checked or opened (a report may still read, read-only)
+    checks_stamp: bool = True  # False only for db.stamp, which applies the 're-stamp' row itself
+    scratch: bool = False  # may make scratch databases on the server (and swap one in for a writable target)
+    also: tuple[Grant, ...] = ()
     reason: str = ""
 
     @property
@@ -38,24 +57,43 @@ READ = Rule(True, read_only=True)
 BACKUP_FIRST = Rule(True, backup_first=True)
 NO_DATABASE = Rule(True, needs_database=False)
 REPORT = Rule(True, read_only=True, needs_database=False)  # reads every tier itself, read-only sessions only
+SCRATCH_ONLY = Rule(True, read_only=True, scratch=True)  # reads the database; writes only its own scratch ones
 
 
 def never(reason: str) -> Rule:
     return Rule(False, reason=reason)
 
 
+# the purposes of the grants below: what an operation asks the clearance for
+SOURCE = "source"  # refresh-staging: PROD, read-only
+DEEP_CHECK = "deep-check"  # db.verify --deep: a scratch database on INT's server
+CLONE = "clone"  # the ladder: STG, read-only, cloned into a scratch database on its server
+PROD_CHECK = "prod-check"  # the ladder: PROD, read-only
+APPLY_STG = "apply-stg"  # the ladder with --apply-stg: STG itself, migrated
+
+DEEP_VERIFY = (Grant(DEEP_CHECK, Tier.INT, "verify-deep", when="deep"),)
+VERIFY = Rule(True, needs_database=False, also=DEEP_VERIFY)
+
 POLICY: dict[str, dict[Tier, Rule]] = {
     # reporting
     "status": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},
     "doctor": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},
+    "report": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},  # one tier read by status, doctor, pytest
     "audit": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
     "up": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
     "down": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
-    # the stamp itself; re-stamping a PROD database as anything else is handled by the guard (interactive only)
+    # the stamp itself: the guard reads it for db.stamp but leaves judging it to the 're-stamp' row
     "stamp": {
         Tier.INT: Rule(True, checks_stamp=False),
         Tier.STG: Rule(True, checks_stamp=False),
         Tier.PROD: Rule(True, confirm=Confirm.TYPED, checks_stamp=False),
+    },
+    # replacing a stamp of another tier (db.stamp --force), by the tier the database carries now: turning a
+    # PROD database into anything else is the one unlock that could open PROD to resets
+    "re-stamp": {
+        Tier.INT: Rule(True, checks_stamp=False),
+        Tier.STG: Rule(True, checks_stamp=False),
+        Tier.PROD: Rule(True, confirm=Confirm.INTERACTIVE, checks_stamp=False),
     },
     # schema and data
     "migrate": {
@@ -73,17 +111,22 @@ POLICY: dict[str, dict[Tier, Rule]] = {
     # backups
     "backup": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: READ},
     "backups": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
-    "verify": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
+    "verify": {Tier.INT: VERIFY, Tier.STG: VERIFY, Tier.PROD: VERIFY},
+    "verify-deep": {
+        Tier.INT: SCRATCH_ONLY,
+        Tier.STG: never("backups are test-restored on INT's server only"),
+        Tier.PROD: never("backups are test-restored on INT's server only"),
+    },
     "prune-backups": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
     "restore": {
-        Tier.INT: YES,
-        Tier.STG: BACKUP_FIRST,
-        Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.INTERACTIVE),
+        Tier.INT: Rule(True, scratch=True),
+        Tier.STG: Rule(True, backup_first=True, scratch=True),
+        Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.INTERACTIVE, scratch=True),
     },
     # staging refresh: STG is the target, PROD only ever the read-only source
     "refresh-staging": {
         Tier.INT: never("INT is not part of a staging refresh"),
-        Tier.STG: BACKUP_FIRST,
+        Tier.STG: Rule(True, backup_first=True, scratch=True, also=(Grant(SOURCE, Tier.PROD, "refresh-source"),)),
         Tier.PROD: never("PROD is only ever the read-only source of a refresh, never its target"),
     },
     "refresh-source": {
@@ -96,9 +139,39 @@ POLICY: dict[str, dict[Tier, Rule]] = {
         Tier.STG: never("sanitize-check reads PROD's live schema"),
         Tier.PROD: READ,
     },
-    "ladder": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: READ},
+    # the migration ladder runs from INT (scratch databases only) and reaches STG and PROD through grants
+    "ladder": {
+        Tier.INT: Rule(
+            True,
+            read_only=True,
+            scratch=True,
+            also=(
+                Grant(CLONE, Tier.STG, "ladder-clone", optional=True),
+                Grant(APPLY_STG, Tier.STG, "migrate", when="apply_stg"),
+                Grant(PROD_CHECK, Tier.PROD, "ladder-check", optional=True),
+            ),
+        ),
+        Tier.STG: never("the ladder runs from INT"),
+        Tier.PROD: never("the ladder runs from INT"),
+    },
+    "ladder-clone": {
+        Tier.INT: never("the ladder clones STG only"),
+        Tier.STG: SCRATCH_ONLY,
+        Tier.PROD: never("the ladder never copies PROD's data"),
+    },
+    "ladder-check": {
+        Tier.INT: never("the ladder's PROD check reads PROD only"),
+        Tier.STG: never("the ladder's PROD check reads PROD only"),
+        Tier.PROD: READ,
+    },
     # the app's own runtime connection (dbguard.runtime): PROD needs the name typed, or allowed for the process
     "app-connect": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: Rule(True, confirm=Confirm.TYPED)},
+    # the pytest plugin: a template and a clone per test, on INT's server
+    "test-databases": {
+        Tier.INT: SCRATCH_ONLY,
+        Tier.STG: never("tests make their databases on INT's server only"),
+        Tier.PROD: never("tests make their databases on INT's server only"),
+    },
 }
 
 

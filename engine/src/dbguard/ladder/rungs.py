@@ -3,6 +3,11 @@
 Each rung is a plain function that appends checks (pass, fail or skip, with the reason) to a
 `Ladder`; `nox -s migrations` runs them all and prints one table. A ladder with no failed check
 records a digest of the migration files and the head revision: `db.migrate --env prod` needs it.
+
+Every database a rung opens comes from the run's clearance ('ladder' row): scratch databases on INT's
+server (the run's own target), STG read-only for its clone (CLONE), STG itself only with --apply-stg
+(APPLY_STG, under STG's 'migrate' cell), PROD read-only (PROD_CHECK). STG and PROD are optional: unset
+or unreachable, their rung is skipped; configured but failing a check, the whole ladder is refused.
 """
 
 from __future__ import annotations
@@ -35,18 +40,15 @@ from dbguard.backup.dump import take_backup
 from dbguard.backup.files import list_backups
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext, run_task
-from dbguard.cluster.pgtools import require_bindir, run_tool, tool_conninfo
-from dbguard.cluster.scratch import admin_target, drop_leftovers, scratch_database
+from dbguard.cluster.pgtools import require_bindir
 from dbguard.errors import OpsError
-from dbguard.guard.config import target_for
-from dbguard.guard.connect import connect
-from dbguard.guard.door import open_target
+from dbguard.guard.cleared import Cleared
+from dbguard.guard.door import Clearance
 from dbguard.guard.locks import exclusive
-from dbguard.guard.targets import Target
-from dbguard.guard.tiers import Tier
+from dbguard.guard.policy import APPLY_STG, CLONE, PROD_CHECK
 from dbguard.ladder.gate import migrations_digest, record_pass
 from dbguard.migrations.history import alembic_config, current_revision, script_directory
-from dbguard.migrations.schema import downgrade, raw, sa_connection, upgrade
+from dbguard.migrations.schema import downgrade, raw, upgrade
 from dbguard.pii import pii_of
 from dbguard.refresh.rules import check_coverage, live_schema, load_policy
 from dbguard.seeding.runner import make_plan, seed_database
@@ -145,24 +147,22 @@ def _downgrade_is_empty(revision: Script) -> bool:
 
 # -- rung 2: INT, from empty ----------------------------------------------------------------------------
 @contextmanager
-def _scratch_on(server: Target, live: str, purpose: str) -> Iterator[Target]:
-    admin = admin_target(server)
-    drop_leftovers(admin, live, (purpose,))
-    with scratch_database(admin, live, purpose) as scratch:
-        yield scratch.target(server)
+def _scratch_on(server: Cleared, live: str, purpose: str) -> Iterator[Cleared]:
+    server.drop_leftovers((purpose,), live=live)
+    with server.scratch(purpose, live=live) as scratch:
+        yield scratch
 
 
-def _step(target: Target, settings: Settings, action: Callable[..., None], revision: str) -> float:
+def _step(target: Cleared, settings: Settings, action: Callable[..., None], revision: str) -> float:
     began = time.perf_counter()
-    with sa_connection(target) as conn, conn.begin():
+    with target.sa_connection() as conn, conn.begin():
         action(settings, conn, revision)
     return time.perf_counter() - began
 
 
-def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> None:
+def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder, server: Cleared) -> None:
     rung = "2 INT from empty"
-    int_target = open_target(settings, target_for(settings, Tier.INT))
-    with _scratch_on(int_target, "ladder_int", "ladder") as scratch:
+    with _scratch_on(server, "ladder_int", "ladder") as scratch:
         ordered = _ordered(script)
         for revision in ordered:
             name = f"{revision.revision}: up, down, up"
@@ -177,7 +177,7 @@ def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> Non
             except Exception as exc:  # any failure of a migration is this check's result
                 ladder.add(rung, name, False, _one_line(exc))
                 return
-        with sa_connection(scratch) as conn:
+        with scratch.sa_connection() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
             diffs = [d for d in compare_metadata(context, settings.project.metadata) if not _ignored(d)]
         ladder.add(
@@ -191,7 +191,7 @@ def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> Non
             + " (write a migration: invoke db.revision -m ...)",
         )
         try:
-            with sa_connection(scratch) as conn, conn.begin():
+            with scratch.sa_connection() as conn, conn.begin():
                 began = time.perf_counter()
                 seed_database(raw(conn), make_plan(settings.project, "demo"))
             ladder.add(rung, "the demo seed runs at head", True, "", time.perf_counter() - began)
@@ -203,7 +203,7 @@ def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> Non
             for c in t.columns
             if pii_of(c) is None
         ]
-        with connect(scratch, read_only=True) as reading:
+        with scratch.connect(read_only=True) as reading:
             coverage = check_coverage(load_policy(settings), live_schema(reading))
         missing = undeclared + coverage.unclassified_tables + coverage.unclassified_columns
         ladder.add(
@@ -235,22 +235,16 @@ def _one_line(exc: BaseException) -> str:
 
 
 # -- rung 3: STG, a throwaway clone ---------------------------------------------------------------------
-def _clone(settings: Settings, source: Target, into: Target, *, read_only: bool) -> None:
+def _clone(settings: Settings, source: Cleared, into: Cleared) -> None:
     bindir = require_bindir(settings.values, ("pg_dump", "pg_restore"))
     with tempfile.TemporaryDirectory(prefix="ladder-") as tmp:
         archive = Path(tmp) / "clone.dump"
-        run_tool(
-            bindir,
-            "pg_dump",
-            ["--format=custom", f"--file={archive}", f"--dbname={tool_conninfo(source)}"],
-            source,
-            read_only=read_only,
-        )
+        source.run_tool(bindir, "pg_dump", ["--format=custom", f"--file={archive}"])
         restore_archive(bindir, archive, into, len(list_archive(bindir, archive).data_tables), None)
 
 
 def _climb(
-    settings: Settings, script: ScriptDirectory, target: Target, ladder: Ladder, rung: str, start: str | None
+    settings: Settings, script: ScriptDirectory, target: Cleared, ladder: Ladder, rung: str, start: str | None
 ) -> bool:
     """Upgrade `target` one pending revision at a time, timing each; False at the first failure."""
     pending = [
@@ -266,11 +260,11 @@ def _climb(
     return True
 
 
-def rung_stg(settings: Settings, script: ScriptDirectory, ladder: Ladder, *, apply: bool, out: Output) -> None:
+def rung_stg(settings: Settings, script: ScriptDirectory, ladder: Ladder, clearance: Clearance, out: Output) -> None:
     rung = "3 STG clone"
     try:
-        stg = open_target(settings, target_for(settings, Tier.STG))
-        with connect(stg, read_only=True) as conn:
+        stg = clearance.db(CLONE)
+        with stg.connect(read_only=True) as conn:
             current = current_revision(conn)
     except OpsError as exc:
         ladder.add(rung, "STG reachable", None, f"skipped: {exc.message}")
@@ -280,13 +274,14 @@ def rung_stg(settings: Settings, script: ScriptDirectory, ladder: Ladder, *, app
         ladder.add(rung, "pending revisions on a clone of STG", None, f"skipped: STG is at head ({head})")
         return
     with _scratch_on(stg, stg.dbname, "ladder") as clone:
-        _clone(settings, stg, clone, read_only=False)
+        _clone(settings, stg, clone)
         ladder.add(rung, "STG cloned with its data", True, f"from revision {current or 'base'}")
         ok = _climb(settings, script, clone, ladder, rung, current)
-    if ok and apply:
-        with exclusive(stg, "migrate"):
-            backup = take_backup(settings, stg, out, reason="before the ladder's --apply-stg")
-            seconds = _step(stg, settings, upgrade, "heads")
+    if ok and clearance.has(APPLY_STG):
+        target = clearance.db(APPLY_STG)  # STG itself, cleared under STG's 'migrate' cell
+        with exclusive(target, "migrate"):
+            backup = take_backup(settings, target, out, reason="before the ladder's --apply-stg")
+            seconds = _step(target, settings, upgrade, "heads")
         ladder.add(rung, "STG itself migrated (--apply-stg)", True, f"backup {backup.path.name}", seconds)
 
 
@@ -330,12 +325,11 @@ def lint(sql_text: str) -> list[dict[str, Any]]:
     return list(found)
 
 
-def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> str | None:
+def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clearance: Clearance) -> str | None:
     rung = "4 PROD check"
     try:
-        prod = target_for(settings, Tier.PROD)
-        prod = open_target(settings, prod) if prod.embedded else prod
-        with connect(prod, read_only=True) as conn:
+        prod = clearance.db(PROD_CHECK)
+        with prod.connect(read_only=True) as conn:
             current = current_revision(conn)
             read_only = conn.execute("SHOW transaction_read_only").fetchone()
     except OpsError as exc:
@@ -392,11 +386,11 @@ def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder) -> st
         )
     except OpsError as exc:
         ladder.add(rung, "squawk finds no locking or rewrite hazard", False, exc.one_line())
-    _rehearse(settings, script, ladder, rung, current)
+    _rehearse(settings, script, ladder, rung, clearance.target)
     return current
 
 
-def _rehearse(settings: Settings, script: ScriptDirectory, ladder: Ladder, rung: str, current: str | None) -> None:
+def _rehearse(settings: Settings, script: ScriptDirectory, ladder: Ladder, rung: str, server: Cleared) -> None:
     verified = [b for b in list_backups(settings.backups_dir, "prod") if b.verified_at]
     if not verified:
         ladder.add(
@@ -407,24 +401,24 @@ def _rehearse(settings: Settings, script: ScriptDirectory, ladder: Ladder, rung:
         )
         return
     backup = verified[-1]
-    int_target = open_target(settings, target_for(settings, Tier.INT))
     bindir = require_bindir(settings.values, ("pg_restore",))
-    with _scratch_on(int_target, "ladder_rehearsal", "ladder") as scratch:
+    with _scratch_on(server, "ladder_rehearsal", "ladder") as scratch:
         restore_archive(bindir, backup.path, scratch, len(list_archive(bindir, backup.path).data_tables), None)
         ladder.add(rung, f"rehearsal: {backup.path.name} restored", True, f"at {backup.manifest.get('revision')}")
         _climb(settings, script, scratch, ladder, rung + " (rehearsal)", backup.manifest.get("revision"))
 
 
 # -- the whole ladder ----------------------------------------------------------------------------------
-def climb(settings: Settings, out: Output, *, apply_stg: bool = False) -> Ladder:
+def climb(settings: Settings, clearance: Clearance, out: Output) -> Ladder:
+    """Every rung, each on the databases `clearance` (the 'ladder' row's) cleared for it."""
     ladder = Ladder()
     script = rung_history(settings, ladder)
     if script is None:
         return ladder
-    rung_int(settings, script, ladder)
+    rung_int(settings, script, ladder, clearance.target)
     if not ladder.failed:
-        rung_stg(settings, script, ladder, apply=apply_stg, out=out)
-    prod_revision = rung_prod(settings, script, ladder)
+        rung_stg(settings, script, ladder, clearance, out)
+    prod_revision = rung_prod(settings, script, ladder, clearance)
     if not ladder.failed:
         entry = record_pass(settings, prod_revision)
         ladder.add("5 gate", "passing ladder recorded", True, f"head {entry.head}, files {entry.digest[:12]}…")
@@ -462,8 +456,9 @@ def report(settings: Settings, ladder: Ladder, path: Path) -> None:
     )
 
 
-def ladder_task(ctx: TaskContext, *, report_path: str | None, apply_stg: bool) -> int:
-    ladder = climb(ctx.settings, ctx.out, apply_stg=apply_stg)
+def ladder_task(ctx: TaskContext, *, report_path: str | None) -> int:
+    """The ladder under the guard; --apply-stg reaches it as the APPLY_STG grant (the run's option apply_stg)."""
+    ladder = climb(ctx.settings, ctx.clearance, ctx.out)
     show(ctx.out, ladder)
     if report_path:
         report(ctx.settings, ladder, Path(report_path))
@@ -488,7 +483,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         "ladder",
         "int",
         {"report": args.report, "apply_stg": args.apply_stg},
-        lambda ctx: ladder_task(ctx, report_path=args.report, apply_stg=args.apply_stg),
+        lambda ctx: ladder_task(ctx, report_path=args.report),
         settings=settings,
     )
 

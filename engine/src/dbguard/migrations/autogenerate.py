@@ -11,7 +11,7 @@ from alembic import command
 from dbguard.cli.runner import TaskContext
 from dbguard.errors import Refused
 from dbguard.migrations.history import alembic_config, head
-from dbguard.migrations.schema import sa_connection, upgrade
+from dbguard.migrations.schema import upgrade
 
 
 def revision_task(ctx: TaskContext, message: str) -> int:
@@ -20,7 +20,7 @@ def revision_task(ctx: TaskContext, message: str) -> int:
     if ctx.dry_run:
         ctx.out.plan(f"compare the models with INT at {head(ctx.settings)} and write a revision '{message}'")
         return 0
-    with sa_connection(ctx.target) as conn:
+    with ctx.target.sa_connection() as conn:
         trans = conn.begin()
         try:
             upgrade(ctx.settings, conn, "head")

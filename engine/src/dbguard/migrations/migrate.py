@@ -17,11 +17,10 @@ from dbguard.backup.dump import take_backup
 from dbguard.cli.console import add_row, new_table
 from dbguard.cli.runner import TaskContext, run_task
 from dbguard.errors import Refused
-from dbguard.guard.connect import connect
 from dbguard.guard.locks import exclusive
 from dbguard.ladder.gate import check_gate
 from dbguard.migrations.history import current_revision, script_directory
-from dbguard.migrations.schema import downgrade, sa_connection, upgrade
+from dbguard.migrations.schema import downgrade, upgrade
 from dbguard.settings import Settings
 
 
@@ -60,7 +59,7 @@ def migrate_task(ctx: TaskContext, to: str | None = None) -> int:
     settings, target, out, rule = ctx.settings, ctx.target, ctx.out, ctx.clearance.rule
     script = script_directory(settings)
     destination = resolve_destination(script, to)
-    with connect(target, read_only=True) as reading:
+    with target.connect(read_only=True) as reading:
         current = current_revision(reading)
     direction, steps = plan_steps(script, current, destination)
     ctx.facts.update({"from": current, "to": destination, "direction": direction, "steps": steps})
@@ -85,7 +84,7 @@ def migrate_task(ctx: TaskContext, to: str | None = None) -> int:
             backup = take_backup(settings, target, out, reason=f"before migrate to {destination}")
             ctx.facts["backup"] = backup.path.name
         apply = upgrade if direction == "upgrade" else downgrade
-        with sa_connection(target) as conn, conn.begin():
+        with target.sa_connection() as conn, conn.begin():
             apply(settings, conn, destination)
     out.ok(f"{direction}d {target.dbname} to {destination} ({len(steps)} revision(s))")
     return 0
@@ -108,10 +107,10 @@ def alembic_cli_task(
                 if ctx.clearance.rule.backup_first:
                     backup = take_backup(ctx.settings, ctx.target, ctx.out, reason=f"before alembic {command}")
                     ctx.facts["backup"] = backup.path.name
-                with sa_connection(ctx.target) as conn, conn.begin():
+                with ctx.target.sa_connection() as conn, conn.begin():
                     run_on(conn)
             return 0
-        with sa_connection(ctx.target, read_only=ctx.clearance.rule.read_only) as conn, conn.begin():
+        with ctx.target.sa_connection() as conn, conn.begin():
             run_on(conn)
         return 0
 

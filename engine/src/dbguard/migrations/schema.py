@@ -1,36 +1,18 @@
-"""SQLAlchemy and Alembic on a guarded target: engines built from our own connections, migrations run
-inside the caller's transaction so a reset or a migration is all-or-nothing."""
+"""SQLAlchemy and Alembic on a cleared database: migrations run inside the caller's transaction, so a reset or
+a migration is all-or-nothing. The connection comes from the guard's clearance (`Cleared.sa_connection`)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from alembic import command
 from psycopg import sql
 from sqlalchemy import Connection as SAConnection
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
 
-from dbguard.guard.connect import Connection, connect
-from dbguard.guard.targets import Target
+from dbguard.guard.connect import Connection
+from dbguard.guard.connect import sa_connection as sa_connection  # noqa: PLC0414 -- for tests and scripts only
 from dbguard.migrations.history import alembic_config
 from dbguard.settings import Settings
 
 APP_SCHEMAS = ("public",)  # what a reset drops and rebuilds; the dbguard stamp schema is never touched
-
-
-@contextmanager
-def sa_connection(target: Target, *, read_only: bool = False) -> Iterator[SAConnection]:
-    """A SQLAlchemy connection over our own `connect` (masked errors, read-only sessions, no URL strings)."""
-    engine = create_engine(
-        "postgresql+psycopg://", creator=lambda: connect(target, read_only=read_only), poolclass=NullPool
-    )
-    try:
-        with engine.connect() as conn:
-            yield conn
-    finally:
-        engine.dispose()
 
 
 def raw(conn: SAConnection) -> Connection:

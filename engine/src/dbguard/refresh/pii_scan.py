@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from dbguard.guard.connect import Connection, connect
-from dbguard.guard.targets import Target
+from dbguard.guard.cleared import Cleared
+from dbguard.guard.connect import Connection
 from dbguard.refresh.expressions import fake_parts, inline, word_lists
 from dbguard.refresh.rules import Coverage, LiveTable
 
@@ -140,14 +140,14 @@ def scan_queries(tables: list[LiveTable], salt: str) -> list[tuple[str, sql.Comp
     return queries
 
 
-def scan_copy(target: Target, tables: list[LiveTable], salt: str, workers: int = 2) -> list[Leak]:
+def scan_copy(target: Cleared, tables: list[LiveTable], salt: str, workers: int = 2) -> list[Leak]:
     """Every text and JSON column of the copy against PROD's hashes (see load_probe), several sessions at once."""
     pending = scan_queries(tables, salt)
     leaks: list[Leak] = []
     lock = threading.Lock()
 
     def work() -> None:
-        with connect(target) as conn:
+        with target.connect() as conn:
             while True:
                 with lock:
                     if not pending:

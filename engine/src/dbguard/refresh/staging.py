@@ -9,6 +9,10 @@
 5. Built in a scratch database, verified (rows per table equal PROD's at the snapshot; no PROD email,
    name or phone value anywhere), then swapped in. The previous STG is kept as `<stg>__previous`
    until the next refresh; `--undo` swaps it back.
+
+PROD is reached only as the clearance's SOURCE grant: the policy cell of refresh-staging on STG grants
+PROD under 'refresh-source', so the guard checks PROD's configuration and stamp with STG's and hands it
+out read-only.
 """
 
 from __future__ import annotations
@@ -34,14 +38,13 @@ from dbguard.backup.dump import take_backup
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.children import die_with_parent
-from dbguard.cluster.pgtools import first_error_line, require_bindir, run_tool, tool_conninfo, tool_environment
-from dbguard.cluster.scratch import admin_target, database_exists, drop_leftovers, exchange, scratch_database, swap_in
+from dbguard.cluster.pgtools import first_error_line, require_bindir
 from dbguard.errors import Failed, Refused
 from dbguard.failpoints import failpoint
-from dbguard.guard.config import target_for
-from dbguard.guard.connect import Connection, connect
-from dbguard.guard.door import authorize
+from dbguard.guard.cleared import Cleared
+from dbguard.guard.connect import Connection
 from dbguard.guard.locks import exclusive
+from dbguard.guard.policy import SOURCE
 from dbguard.guard.stamp import read_stamp, write_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
@@ -76,13 +79,12 @@ def check_target_is_safe(ctx: TaskContext) -> None:
         )
 
 
-def source_target(ctx: TaskContext) -> Target:
-    """PROD, through the same guard: its stamp, the configuration, and a read-only session."""
-    prod = target_for(ctx.settings, Tier.PROD)
-    clearance = authorize(ctx.settings, "refresh-source", Tier.PROD, prod, ctx.caller, dry_run=ctx.dry_run)
+def source_target(ctx: TaskContext) -> Cleared:
+    """PROD as the guard cleared it with STG: its stamp and the configuration checked, read-only sessions."""
+    prod = ctx.clearance.db(SOURCE)
     if prod.identity() == ctx.target.identity():
         raise Refused("PROD and STG are the same database", "give STG its own database")
-    return clearance.target
+    return prod
 
 
 def table_sizes(conn: Connection, tables: list[LiveTable]) -> dict[str, tuple[int, int]]:
@@ -126,7 +128,7 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
     policy = load_policy(settings)
     bindir = require_bindir(settings.values, ("pg_dump", "pg_restore", "psql"))
     began = time.monotonic()
-    with connect(prod, read_only=True) as snap:
+    with prod.connect(read_only=True) as snap:
         snap.isolation_level = IsolationLevel.REPEATABLE_READ
         row = snap.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
@@ -148,10 +150,8 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
         copied = [t for t in tables if t.qualified not in coverage.skipped]
         with ThreadPoolExecutor(1) as side:
             counting = side.submit(_counts_and_hashes, snap, copied, coverage, salt)  # same snapshot, meanwhile
-            admin = admin_target(stg)
-            drop_leftovers(admin, stg.dbname, ("refresh", "old", "exchange"), out)
-            with scratch_database(admin, stg.dbname, "refresh") as scratch:
-                into = scratch.target(stg)
+            stg.drop_leftovers(("refresh", "old", "exchange"), out=out)
+            with stg.scratch("refresh") as into:
                 with exclusive(stg, "refresh"):
                     if ctx.clearance.rule.backup_first:
                         backup = take_backup(settings, stg, out, reason="before refresh-staging")
@@ -165,13 +165,11 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
                     _verify(into, copied, coverage, counts, stats, prod_hashes, salt, revision, out)
                     _set_sequences(snap, into)
                     _schema_section(bindir, prod, snapshot, "post-data", into, out)
-                    with connect(into) as conn:
+                    with into.connect() as conn:
                         write_stamp(conn, Tier.STG, stg.dbname)
                 failpoint("refresh:before-swap")
-                swap_in(
-                    admin,
-                    stg.dbname,
-                    scratch.name,
+                stg.swap_in(
+                    into,
                     keep_old_as=previous_name(stg),
                     wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
                     out=out,
@@ -200,10 +198,10 @@ def _counts_and_hashes(
     return counts, prod_pii_hashes(snap, tables, coverage, salt)
 
 
-def _schema_section(bindir: Path, prod: Target, snapshot: str, section: str, into: Target, out: Output) -> None:
+def _schema_section(bindir: Path, prod: Cleared, snapshot: str, section: str, into: Cleared, out: Output) -> None:
     with tempfile.TemporaryDirectory(prefix="refresh-") as tmp:
         archive = Path(tmp) / f"{section}.dump"
-        run_tool(
+        prod.run_tool(
             bindir,
             "pg_dump",
             [
@@ -213,9 +211,7 @@ def _schema_section(bindir: Path, prod: Target, snapshot: str, section: str, int
                 f"--snapshot={snapshot}",
                 "--exclude-schema=dbguard",
                 f"--file={archive}",
-                f"--dbname={tool_conninfo(prod)}",
             ],
-            prod,
             read_only=True,
         )
         restore_archive(bindir, archive, into, 0, None)
@@ -228,9 +224,9 @@ RELAY_CHUNK = 1 << 20
 
 def _copy_rows(
     bindir: Path,
-    prod: Target,
+    prod: Cleared,
     snapshot: str,
-    into: Target,
+    into: Cleared,
     tables: list[LiveTable],
     coverage: Coverage,
     salt: str,
@@ -286,9 +282,9 @@ def _private_file(path: Path, text: str) -> Path:
 
 def _copy_table(
     bindir: Path,
-    prod: Target,
+    prod: Cleared,
     snapshot: str,
-    into: Target,
+    into: Cleared,
     table: LiveTable,
     coverage: Coverage,
     salt: str,
@@ -309,19 +305,22 @@ def _copy_table(
         folder / f"receive-{tag}.sql",
         f"BEGIN;\nTRUNCATE ONLY {name};\n\\copy {name} ({columns}) FROM pstdin WITH (FORMAT binary, FREEZE)\nCOMMIT;\n",
     )
-    psql = [str(bindir / "psql"), "-X", "-v", "ON_ERROR_STOP=1"]
+    psql = ["-X", "-v", "ON_ERROR_STOP=1"]
     size = 0
-    with tool_environment(prod, read_only=True, options=SOURCE_OPTIONS) as penv, tool_environment(into) as senv:
+    with (
+        prod.tool(bindir, "psql", [*psql, "-q", "-f", str(send)], read_only=True, options=SOURCE_OPTIONS) as sending,
+        into.tool(bindir, "psql", [*psql, "-f", str(receive)]) as receiving,
+    ):
         sender = subprocess.Popen(
-            [*psql, "-q", "-d", tool_conninfo(prod), "-f", str(send)],
-            env=penv,
+            sending[0],
+            env=sending[1],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=die_with_parent(),
         )
         receiver = subprocess.Popen(
-            [*psql, "-d", tool_conninfo(into), "-f", str(receive)],
-            env=senv,
+            receiving[0],
+            env=receiving[1],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -353,13 +352,13 @@ def _copy_table(
     return (int(match.group(1)) if match else 0), size
 
 
-def _set_sequences(snap: Connection, into: Target) -> None:
+def _set_sequences(snap: Connection, into: Cleared) -> None:
     rows = snap.execute(
         "SELECT schemaname, sequencename, last_value FROM pg_sequences "
         "WHERE schemaname = ANY(%s) AND last_value IS NOT NULL",
         (list(APP_SCHEMAS),),
     ).fetchall()
-    with connect(into) as conn:
+    with into.connect() as conn:
         for schema, name, value in rows:
             conn.execute(
                 sql.SQL("SELECT setval({}, %s, true)").format(sql.Literal(f'"{schema}"."{name}"')), (int(value),)
@@ -367,7 +366,7 @@ def _set_sequences(snap: Connection, into: Target) -> None:
 
 
 def _verify(
-    into: Target,
+    into: Cleared,
     tables: list[LiveTable],
     coverage: Coverage,
     counts: dict[str, int],
@@ -383,14 +382,14 @@ def _verify(
             f"the copy's row counts differ from PROD's snapshot in {', '.join(wrong)}; STG is untouched",
             "run the refresh again",
         )
-    with connect(into) as conn:
+    with into.connect() as conn:
         load_probe(conn, prod_hashes)
         rerolled = reroll_coincidences(conn, tables, coverage, salt)
         copied_revision = current_revision(conn)
     try:
         leaks = scan_copy(into, tables, salt)
     finally:
-        with connect(into) as conn:
+        with into.connect() as conn:
             drop_probe(conn)
     if leaks:
         where = ", ".join(f"{leak.where} ({leak.values})" for leak in leaks)
@@ -412,12 +411,10 @@ def _verify(
 def undo_refresh(ctx: TaskContext) -> int:
     """Swap the previous STG back (and the current one into the 'previous' slot)."""
     stg, out = ctx.target, ctx.out
-    admin = admin_target(stg)
     previous = previous_name(stg)
-    with connect(admin, read_only=True) as conn:
-        if not database_exists(conn, previous):
-            raise Refused(f"there is no previous STG ({previous}) to put back", "nothing to undo")
-    with connect(stg.with_database(previous), read_only=True) as conn:
+    if not stg.database_exists(previous):
+        raise Refused(f"there is no previous STG ({previous}) to put back", "nothing to undo")
+    with stg.sibling(previous).connect(read_only=True) as conn:
         stamp = read_stamp(conn)
     if stamp is None or stamp.tier is not Tier.STG:
         raise Refused(
@@ -427,7 +424,7 @@ def undo_refresh(ctx: TaskContext) -> int:
     if ctx.dry_run:
         out.plan(f"swap {previous} and {stg.dbname}")
         return 0
-    exchange(admin, stg.dbname, previous, wait_seconds=float(ctx.settings.get("SWAP_WAIT_SECONDS")), out=out)
+    stg.exchange(previous, wait_seconds=float(ctx.settings.get("SWAP_WAIT_SECONDS")), out=out)
     out.ok(f"put the previous STG back as {stg.dbname}; the refreshed copy is now {previous}")
     return 0
 
@@ -435,7 +432,7 @@ def undo_refresh(ctx: TaskContext) -> int:
 def sanitize_check_task(ctx: TaskContext) -> int:
     """Does the policy cover PROD's live schema? Reads PROD's catalog only; copies nothing."""
     policy = load_policy(ctx.settings)
-    with connect(ctx.target, read_only=True) as conn:
+    with ctx.target.connect(read_only=True) as conn:
         tables = live_schema(conn, APP_SCHEMAS)
         sizes = table_sizes(conn, tables)
     coverage = check_coverage(policy, tables)

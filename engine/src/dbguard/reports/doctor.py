@@ -21,7 +21,7 @@ from dbguard.cluster.embedded import EmbeddedCluster
 from dbguard.cluster.pgtools import CLIENT_TOOLS, NO_BINARIES_FIX, locate
 from dbguard.errors import OpsError
 from dbguard.guard.config import Finding, all_targets, config_findings, target_for
-from dbguard.guard.connect import connect
+from dbguard.guard.door import report_target
 from dbguard.guard.stamp import read_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
@@ -78,7 +78,7 @@ def _tier_findings(settings: Settings, tier: Tier, target: Target) -> list[Findi
             )
         ]
     try:
-        with connect(target, read_only=True, timeout=5) as conn:
+        with report_target(settings, target).connect(read_only=True, timeout=5) as conn:
             stamp = read_stamp(conn)
             row = conn.execute("SHOW transaction_read_only").fetchone()
             read_only = str(row[0]) if row else "?"
@@ -225,7 +225,7 @@ def check_sanitizing(settings: Settings) -> list[Finding]:
         prod = target_for(settings, Tier.PROD)
         if prod.embedded and not EmbeddedCluster.from_settings(settings).is_running():
             return found
-        with connect(prod, read_only=True, timeout=5) as conn:
+        with report_target(settings, prod).connect(read_only=True, timeout=5) as conn:
             coverage = check_coverage(load_policy(settings), live_schema(conn))
     except OpsError:
         return found  # PROD unreachable is reported by check_databases

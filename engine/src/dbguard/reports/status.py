@@ -1,6 +1,7 @@
 """db.status: every tier at a glance, each read through its own read-only session.
 
 An unreachable tier (PROD behind a VPN, say) is a row that says why; it never fails the others.
+Each tier is read as the guard clears it for the 'report' row: read-only, never started or created.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cluster.embedded import EmbeddedCluster
 from dbguard.errors import OpsError
 from dbguard.guard.config import all_targets, prod_tls_finding
-from dbguard.guard.connect import connect
+from dbguard.guard.door import report_target
 from dbguard.guard.stamp import read_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
@@ -53,7 +54,7 @@ def tier_status(settings: Settings, tier: Tier, target: Target | OpsError, code_
     if target.embedded and not EmbeddedCluster.from_settings(settings).is_running():
         return TierStatus(tier, target.short(), False, "embedded cluster stopped (invoke db.up)", warnings=warnings)
     try:
-        with connect(target, read_only=True, timeout=3) as conn:
+        with report_target(settings, target).connect(read_only=True, timeout=3) as conn:
             stamp = read_stamp(conn)
             rev = current_revision(conn)
             row = conn.execute(

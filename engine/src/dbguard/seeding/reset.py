@@ -16,10 +16,9 @@ from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.errors import Refused
 from dbguard.failpoints import failpoint
-from dbguard.guard.connect import connect
 from dbguard.guard.locks import exclusive
 from dbguard.migrations.history import current_revision, head, pending_revisions
-from dbguard.migrations.schema import APP_SCHEMAS, drop_app_schemas, raw, sa_connection, upgrade
+from dbguard.migrations.schema import APP_SCHEMAS, drop_app_schemas, raw, upgrade
 from dbguard.seeding.runner import SeedPlan, TableResult, app_tables_with_rows, make_plan, seed_database
 
 RESET_LOCK_TIMEOUT = "10s"  # how long a reset waits for the app's own sessions to let go of a table
@@ -63,7 +62,7 @@ def reset_task(
             backup = take_backup(settings, target, out, reason="before reset")
             ctx.facts["backup"] = backup.path.name
         began = time.perf_counter()
-        with sa_connection(target) as conn, conn.begin():
+        with target.sa_connection() as conn, conn.begin():
             raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
             drop_app_schemas(conn)
             failpoint("reset:schema-dropped")
@@ -82,7 +81,7 @@ def seed_task(
     settings, target, out = ctx.settings, ctx.target, ctx.out
     plan = make_plan(ctx.settings.project, scenario, seed=seed_value, scale=scale)
     ctx.facts.update({"scenario": scenario, "rows": sum(plan.counts.values())})
-    with connect(target, read_only=True) as reading:
+    with target.connect(read_only=True) as reading:
         current = current_revision(reading)
         pending = pending_revisions(settings, current)
         if pending:
@@ -102,7 +101,7 @@ def seed_task(
         return 0
     with exclusive(target, "seed"):
         began = time.perf_counter()
-        with sa_connection(target) as conn, conn.begin():
+        with target.sa_connection() as conn, conn.begin():
             results = seed_database(raw(conn), plan, out, append=append)
         show_results(out, results, time.perf_counter() - began)
     return 0

@@ -26,7 +26,7 @@ from dbguard.errors import OpsError, Refused
 from dbguard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from dbguard.guard.targets import Target
+    from dbguard.guard.cleared import Cleared
 
 _clones = itertools.count(1)
 
@@ -66,33 +66,28 @@ def dbguard_settings(pytestconfig: pytest.Config) -> Settings:
 class Template:
     """A database migrated (and maybe seeded) once per run, cloned for each test."""
 
-    admin: Target  # INT's server, its maintenance database
-    like: Target  # INT's own target: clones take its URL with another database name
-    name: str
+    server: Cleared  # INT, as the guard cleared it for the test databases ('test-databases' row)
+    db: Cleared  # the template itself, a scratch database on INT's server
 
 
 def _template(settings: Settings, scenario: str | None) -> Iterator[Template]:
     """A database at head (and seeded with `scenario`) on INT's server, for clones; dropped at the end."""
-    from dbguard.cluster.scratch import admin_target, scratch_database
     from dbguard.guard.config import target_for
-    from dbguard.guard.connect import connect
-    from dbguard.guard.door import open_target
+    from dbguard.guard.door import UNATTENDED, authorize
     from dbguard.guard.stamp import write_stamp
     from dbguard.guard.tiers import Tier
-    from dbguard.migrations.schema import raw, sa_connection, upgrade
+    from dbguard.migrations.schema import raw, upgrade
     from dbguard.seeding.runner import make_plan, seed_database
 
-    int_target = open_target(settings, target_for(settings, Tier.INT))
-    admin = admin_target(int_target)
-    with scratch_database(admin, int_target.dbname, "tmpl" if scenario is None else "tmplseed") as made:
-        target = made.target(int_target)
-        with sa_connection(target) as migrating, migrating.begin():
+    server = authorize(settings, "test-databases", Tier.INT, target_for(settings, Tier.INT), UNATTENDED).target
+    with server.scratch("tmpl" if scenario is None else "tmplseed") as made:
+        with made.sa_connection() as migrating, migrating.begin():
             upgrade(settings, migrating, "head")
             if scenario is not None:
                 seed_database(raw(migrating), make_plan(settings.project, scenario))
-        with connect(target) as conn:
-            write_stamp(conn, Tier.INT, made.name)
-        yield Template(admin, int_target, made.name)
+        with made.connect() as conn:
+            write_stamp(conn, Tier.INT, made.dbname)
+        yield Template(server, made)
 
 
 @pytest.fixture(scope="session")
@@ -105,48 +100,41 @@ def dbguard_seeded_template(dbguard_settings: Settings) -> Iterator[Template]:
     yield from _template(dbguard_settings, "minimal")
 
 
-def _clone(template: Template) -> Iterator[Target]:
-    from dbguard.cluster.scratch import scratch_database
-    from dbguard.guard.connect import connect
+def _clone(template: Template) -> Iterator[Cleared]:
     from dbguard.guard.stamp import write_stamp
     from dbguard.guard.tiers import Tier
 
-    with scratch_database(template.admin, template.like.dbname, f"t{next(_clones)}", template=template.name) as made:
-        target = made.target(template.like)
-        with connect(target) as conn:
-            write_stamp(conn, Tier.INT, made.name)
-        yield target
+    with template.server.scratch(f"t{next(_clones)}", template=template.db) as made:
+        with made.connect() as conn:
+            write_stamp(conn, Tier.INT, made.dbname)
+        yield made
 
 
 @pytest.fixture
-def db_target(dbguard_template: Template) -> Iterator[Target]:
-    """A fresh INT database at head for this test (a `dbguard.guard.targets.Target`)."""
+def db_target(dbguard_template: Template) -> Iterator[Cleared]:
+    """A fresh INT database at head for this test (a `dbguard.guard.targets.Target`, cleared by the guard)."""
     yield from _clone(dbguard_template)
 
 
 @pytest.fixture
-def seeded_target(dbguard_seeded_template: Template) -> Iterator[Target]:
+def seeded_target(dbguard_seeded_template: Template) -> Iterator[Cleared]:
     """A fresh INT database at head holding the `minimal` scenario of the app's seed modules."""
     yield from _clone(dbguard_seeded_template)
 
 
 @pytest.fixture
-def db_session(db_target: Target) -> Iterator[object]:
+def db_session(db_target: Cleared) -> Iterator[object]:
     """A SQLAlchemy ORM Session on this test's own database."""
     from sqlalchemy.orm import Session
 
-    from dbguard.migrations.schema import sa_connection
-
-    with sa_connection(db_target) as conn, Session(bind=conn) as session:
+    with db_target.sa_connection() as conn, Session(bind=conn) as session:
         yield session
 
 
 @pytest.fixture
-def seeded_session(seeded_target: Target) -> Iterator[object]:
+def seeded_session(seeded_target: Cleared) -> Iterator[object]:
     """A SQLAlchemy ORM Session on this test's own seeded database."""
     from sqlalchemy.orm import Session
 
-    from dbguard.migrations.schema import sa_connection
-
-    with sa_connection(seeded_target) as conn, Session(bind=conn) as session:
+    with seeded_target.sa_connection() as conn, Session(bind=conn) as session:
         yield session
