@@ -19,9 +19,10 @@ from dbguard.backup.restore import restore_task
 from dbguard.cli.console import Output
 from dbguard.cli.runner import run_task
 from dbguard.cluster.pgtools import require_bindir, tool_conninfo, tool_environment
-from dbguard.cluster.scratch import admin_target
 from dbguard.guard.caller import Caller
+from dbguard.guard.config import target_for
 from dbguard.guard.connect import connect
+from dbguard.guard.door import authorize
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.schema import drop_app_schemas, raw, sa_connection, upgrade
 from dbguard.reports.status import human_size
@@ -55,7 +56,7 @@ def raw_dump(bindir: Path, target, path: Path) -> float:  # type: ignore[no-unty
 
 def raw_restore(bindir: Path, target, path: Path) -> float:  # type: ignore[no-untyped-def]
     with (
-        empty_database(admin_target(target), "bench_raw_restore") as into,
+        empty_database(target.with_database("postgres"), "bench_raw_restore") as into,
         tool_environment(into) as env,
         Timer() as timer,
     ):
@@ -77,16 +78,17 @@ def main() -> int:
         size = seed(settings, source, args.scale)
         bindir = require_bindir(settings.values)
         raw_file = Path(folder) / "raw.dump"
+        robot = Caller(interactive=False, ci=True, agent=None, consent=None)
+        cleared = authorize(settings, "backup", Tier.STG, target_for(settings, Tier.STG), robot).target
         dumps, backups = [], []
         for _ in range(args.rounds):
             dumps.append(raw_dump(bindir, source, raw_file))
             with Timer() as timer:
-                made = take_backup(settings, source, None)
+                made = take_backup(settings, cleared, None)
             backups.append(timer.seconds)
         restores, ours = [], []
         quiet = Output(Tier.STG)
         restore_settings = settings.with_values(STG_DATABASE_URL=restore_target.url())
-        robot = Caller(interactive=False, ci=True, agent=None, consent=None)
         for _ in range(args.rounds):
             restores.append(raw_restore(bindir, source, raw_file))
             with sa_connection(restore_target) as conn, conn.begin():
