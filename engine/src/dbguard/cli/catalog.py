@@ -172,7 +172,7 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
         "verify",
         "Check a backup (latest or FILE): checksum and archive listing; --deep restores and compares.",
-        "dbguard.cli.commands:verify",
+        "dbguard.backup.verify:verify_task",
         (
             Option("backup", None, "latest, or a backup file", positional=True, audit="spec"),
             ENV,

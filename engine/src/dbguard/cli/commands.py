@@ -61,20 +61,6 @@ def backups(ctx: TaskContext, *, tier: str | None) -> int:
     return 0
 
 
-def verify(ctx: TaskContext, *, backup: str | None, deep: bool) -> int:
-    from dbguard.backup.files import resolve_backup
-    from dbguard.backup.verify import verify_backup
-    from dbguard.guard.config import target_for
-    from dbguard.guard.door import open_target
-    from dbguard.guard.tiers import Tier
-
-    found = resolve_backup(ctx.settings.backups_dir, backup or "latest", None)
-    ctx.facts["file"] = found.path.name
-    server = open_target(ctx.settings, target_for(ctx.settings, Tier.INT)) if deep else None
-    verify_backup(ctx.settings, found, deep=deep, server=server, out=ctx.out)
-    return 0
-
-
 def restore(ctx: TaskContext, *, from_: str, allow_prod_data: bool) -> int:
     from dbguard.backup.restore import restore_task
 

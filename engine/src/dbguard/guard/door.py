@@ -284,12 +284,3 @@ def check_restamp(clearance: Clearance, carried: Tier, caller: Caller) -> None:
     check_caller(
         rule, carried, clearance.target, caller, None, f"re-stamp {carried.value.upper()} as {clearance.tier.value}"
     )
-
-
-def open_target(settings: Settings, target: Target) -> Cleared:
-    """INT's server for `db.verify --deep`, through the guard ('verify-deep' row).
-
-    Transitional: only cli/commands.py's verify body calls this, until it calls
-    `dbguard.backup.verify.verify_task` (which gets the same database from the run's own clearance). Remove then.
-    """
-    return authorize(settings, "verify-deep", target.tier, target, UNATTENDED).target

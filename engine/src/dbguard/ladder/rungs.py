@@ -113,9 +113,9 @@ def rung_history(settings: Settings, ladder: Ladder) -> ScriptDirectory | None:
     ladder.add(
         rung,
         "exactly one head",
-        len(heads) == 1,
-        f"head {heads[0]}"
-        if len(heads) == 1
+        len(heads) <= 1,
+        (f"head {heads[0]}" if heads else "no revisions yet: the schema is empty")
+        if len(heads) <= 1
         else f"{len(heads)} heads: {', '.join(heads)} (merge them: alembic merge heads)",
     )
     unmerged = [r.revision for r in revisions if r.is_branch_point and len(heads) > 1]
@@ -136,7 +136,7 @@ def rung_history(settings: Settings, ladder: Ladder) -> ScriptDirectory | None:
         + ", ".join(hollow)
         + " (write it, or set `irreversible = True` with a comment saying why)",
     )
-    return script if len(heads) == 1 else None
+    return script if len(heads) <= 1 else None
 
 
 def _downgrade_is_empty(revision: Script) -> bool:

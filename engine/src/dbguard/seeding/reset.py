@@ -45,7 +45,7 @@ def reset_task(
 ) -> int:
     settings, target, out = ctx.settings, ctx.target, ctx.out
     plan = make_plan(ctx.settings.project, scenario, seed=seed_value, scale=scale) if seed else None
-    code_head = head(settings)
+    code_head = head(settings) or "base (no revisions yet)"
     ctx.facts.update({"scenario": scenario if seed else None, "head": code_head})
     if ctx.dry_run:
         if ctx.clearance.rule.backup_first:
