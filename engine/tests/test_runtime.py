@@ -39,8 +39,10 @@ def test_the_app_gets_its_tiers_database_with_one_badge_and_one_audit_line(tiers
     assert len(lines) == 1 and lines[0].startswith("[STG] ")
     audit = [json.loads(line) for line in settings.audit_log.read_text().splitlines()]
     assert [(a["task"], a["tier"], a["outcome"], a["args"]["component"]) for a in audit] == [
-        ("app-connect", "stg", "ok", "worker")
+        ("app-connect", "stg", "started", "worker"),
+        ("app-connect", "stg", "ok", "worker"),
     ]
+    assert audit[0]["run"] == audit[1]["run"]
 
 
 def test_prod_is_refused_to_a_process_nobody_allowed(tiers: Tiers) -> None:

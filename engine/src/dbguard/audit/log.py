@@ -1,9 +1,11 @@
-"""Append-only, tamper-evident audit log: one JSON line per task run, each chained to the one before.
+"""Append-only, tamper-evident audit log: JSON lines, each chained to the one before.
 
-Every line carries `seq` and `prev` (the sha256 of the previous line's bytes); a `.head` file
-beside the log records the last line's seq and hash, so even a removed last line is noticed.
-Appends hold an exclusive lock and go out in one write followed by fsync, so concurrent runs
-never interleave partial lines.
+A run the guard allowed leaves a `started` line before its work and its outcome line after it (the
+same `run` id), so a run killed mid-way still shows; a refused run leaves one line. Every line
+carries `seq` and `prev` (the sha256 of the previous line's bytes); a `.head` file beside the log
+records the last line's seq and hash, and the tier databases keep anchors of the chain's head
+(dbguard.audit.anchor), so deleting, truncating or rewriting the log is noticed. Appends hold an
+exclusive lock and go out in one write followed by fsync, so concurrent runs never interleave.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbguard.errors import Refused
 from dbguard.guard.masking import mask_text, mask_value
+
+if TYPE_CHECKING:
+    from dbguard.audit.anchor import Anchor
 
 GENESIS = "0" * 64
 _TAIL_CHUNK = 65536
@@ -29,6 +34,11 @@ _TAIL_CHUNK = 65536
 
 def line_hash(raw: bytes) -> str:
     return hashlib.sha256(raw.rstrip(b"\n")).hexdigest()
+
+
+def encode(line: dict[str, Any]) -> bytes:
+    """A line's bytes in the log; `line_hash(encode(line))` is the hash the next line chains to."""
+    return (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode()
 
 
 def git_commit(root: Path) -> str | None:
@@ -94,7 +104,7 @@ class AuditLog:
                     seq = 0  # the tail is damaged: keep appending, `verify` will name the damage
                 prev = line_hash(last)
             line = {"seq": seq, "prev": prev, **record}
-            raw = (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode()
+            raw = encode(line)
             os.write(fd, raw)
             os.fsync(fd)
             self._write_head(seq, line_hash(raw))
@@ -120,11 +130,32 @@ class AuditLog:
                 out.append({"seq": None, "outcome": "unreadable"})
         return out
 
-    def verify(self) -> VerifyResult:
-        """Name every edited, removed or reordered line."""
-        if not self.path.exists():
+    def verify(self, anchors: list[Anchor] | None = None) -> VerifyResult:
+        """Name every edited, removed or reordered line; `anchors` (from the tier databases) catch a
+        log deleted, truncated, or rewritten and re-hashed as a whole."""
+        raws = self.path.read_bytes().splitlines() if self.path.exists() else []
+        result = self._verify_chain(raws)
+        by_seq: dict[int, bytes] = {}
+        for raw in raws:
+            try:
+                by_seq[int(json.loads(raw)["seq"])] = raw
+            except (ValueError, KeyError, TypeError):
+                continue
+        last = max(by_seq, default=0)
+        for anchor in anchors or []:
+            where = f"{anchor.tier.value.upper()} database {anchor.database}"
+            if anchor.seq > last:
+                result.problems.append(
+                    f"{where} records line {anchor.seq} of this log, but the log ends at {last}: "
+                    "lines were deleted, or the log was truncated or replaced"
+                )
+            elif anchor.seq in by_seq and line_hash(by_seq[anchor.seq]) != anchor.hash:
+                result.problems.append(f"line {anchor.seq} is not the line {where} recorded: the log was rewritten")
+        return result
+
+    def _verify_chain(self, raws: list[bytes]) -> VerifyResult:
+        if not raws and not self.head_path.exists():
             return VerifyResult(0)
-        raws = self.path.read_bytes().splitlines()
         result = VerifyResult(len(raws))
         prev_raw: bytes | None = None
         prev_seq = 0

@@ -1,6 +1,6 @@
-"""Run one task: header line, audit, the guard, the body, one clear line on failure, an exit code.
+"""Run one task: header line, the guard, audit lines, the body, one clear line on failure, an exit code.
 
-`tasks.py` calls `run_task` and nothing else; tests call it too (or the bodies directly).
+The catalog (dbguard.cli.catalog) calls `run_task` for every guarded task; tests call it too.
 Exit codes: 0 done, 1 failed, 2 refused, 130 interrupted.
 """
 
@@ -10,14 +10,18 @@ import os
 import signal
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from dbguard.audit.log import AuditLog, make_record
+import psycopg
+
+from dbguard.audit.anchor import anchors_here, write_anchor
+from dbguard.audit.log import AuditLog, encode, line_hash, make_record
 from dbguard.cli.console import Output
-from dbguard.errors import OpsError
+from dbguard.errors import OpsError, Refused
 from dbguard.guard.caller import Caller, detect_caller
 from dbguard.guard.cleared import Cleared
 from dbguard.guard.config import target_for
@@ -89,6 +93,21 @@ def run_task(
     audit = AuditLog(settings.audit_log)
     audit_usable = True
     header_done = False
+    clearance: Clearance | None = None
+    run_id = uuid.uuid4().hex[:12]
+
+    def record_of(outcome: str, error: str | None) -> dict[str, Any]:
+        return make_record(
+            root=settings.root,
+            task=operation,
+            tier=tier.value if tier else str(env),
+            target=target_text,
+            args={**audit_args, **facts},
+            outcome=outcome,
+            duration_s=time.monotonic() - started,
+            error=error,
+        ) | {"run": run_id}
+
     try:
         try:
             audit.check_writable()
@@ -106,6 +125,16 @@ def run_task(
         clearance = authorize(settings, operation, tier, target, caller, confirm=confirm, dry_run=dry_run, options=args)
         if clearance.grant_lines():
             facts["cleared"] = clearance.grant_lines()
+        if not dry_run and not clearance.rule.read_only:  # on record before the work: a killed run still shows
+            started_line = record_of("started", None)
+            try:
+                audit.append(started_line)
+            except OSError as exc:
+                audit_usable = False
+                raise Refused(
+                    f"the audit log {audit.path} could not be written ({exc.strerror}); nothing was done",
+                    f"free space for {audit.path.parent}, or set AUDIT_LOG to a writable path",
+                ) from None
         ctx = TaskContext(settings, operation, tier, clearance.target, out, caller, args, dry_run, clearance, facts)
         code = body(ctx) or EXIT_OK
         if code != EXIT_OK:
@@ -128,21 +157,16 @@ def run_task(
             out.err.print(mask_text(traceback.format_exc()))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    record = make_record(
-        root=settings.root,
-        task=operation,
-        tier=tier.value if tier else str(env),
-        target=target_text,
-        args={**audit_args, **facts},
-        outcome=outcome,
-        duration_s=time.monotonic() - started,
-        error=error,
-    )
     if not audit_usable:
         return code
     try:
-        audit.append(record)
+        written = audit.append(record_of(outcome, error))
     except OSError as exc:
         out.error(f"the audit log {audit.path} could not be written ({exc.strerror})")
         return code or EXIT_FAILED
+    if clearance is not None and not dry_run and anchors_here(clearance.target):
+        try:
+            write_anchor(clearance.target, audit.path, int(written["seq"]), line_hash(encode(written)))
+        except (OpsError, psycopg.Error):
+            out.warn("the audit log's anchor could not be written to the database (db.audit --verify will say so)")
     return code

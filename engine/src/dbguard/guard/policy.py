@@ -79,7 +79,7 @@ POLICY: dict[str, dict[Tier, Rule]] = {
     "status": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},
     "doctor": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},
     "report": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},  # one tier read by status, doctor, pytest
-    "audit": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
+    "audit": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},  # reads the anchors, read-only
     "up": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
     "down": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
     # the stamp itself: the guard reads it for db.stamp but leaves judging it to the 're-stamp' row
@@ -110,7 +110,7 @@ POLICY: dict[str, dict[Tier, Rule]] = {
     },
     # backups
     "backup": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: READ},
-    "backups": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
+    "backups": {Tier.INT: REPORT, Tier.STG: REPORT, Tier.PROD: REPORT},  # lists files, changes nothing
     "verify": {Tier.INT: VERIFY, Tier.STG: VERIFY, Tier.PROD: VERIFY},
     "verify-deep": {
         Tier.INT: SCRATCH_ONLY,
