@@ -91,11 +91,11 @@ def create_system_user(name: str, environ: Mapping[str, str]) -> pwd.struct_pass
     return made
 
 
-def server_user(config: Mapping[str, str], name: str | None = None) -> pwd.struct_passwd:
+def server_user(config: Mapping[str, str], name: str | None = None, tier: Tier | None = None) -> pwd.struct_passwd:
     """The unprivileged account a root caller runs PostgreSQL as (see the module's docstring).
 
     `name` is one already decided (an existing data folder's owner); else EMBEDDED_PG_OS_USER, which
-    must exist; else `postgres`; else `dbguard`, made here and announced.
+    must exist; else `postgres`; else `dbguard`, made here and announced under `tier`'s badge.
     """
     configured = config.get("EMBEDDED_PG_OS_USER")
     name = name or configured or server_user_name()
@@ -108,7 +108,7 @@ def server_user(config: Mapping[str, str], name: str | None = None) -> pwd.struc
             f"create it (useradd --system {name}) or set EMBEDDED_PG_OS_USER to an existing user",
         )
     entry = create_system_user(name, config)
-    Output(None).info(
+    Output(tier).info(
         f"created the system user '{name}' (no home, no login) to run the embedded PostgreSQL: "
         "PostgreSQL refuses to run as root; set EMBEDDED_PG_OS_USER to use another"
     )
@@ -196,12 +196,19 @@ class EmbeddedCluster:
         """The server can only run as the owner of its data folder, whatever the settings say now."""
         try:
             uid = self.data_dir.stat().st_uid
-            return pwd.getpwuid(uid).pw_name if uid != 0 else None
-        except (OSError, KeyError):
+        except OSError:
             return None
+        try:
+            return pwd.getpwuid(uid).pw_name if uid != 0 else None
+        except KeyError:
+            raise Refused(
+                f"the embedded cluster's data folder {self.data_dir} belongs to uid {uid}, which has no account here",
+                f"make an account with uid {uid} (useradd --system --uid {uid} NAME), "
+                f"or back up, remove {self.home} and let the next task make a new cluster",
+            ) from None
 
-    def _owner(self) -> pwd.struct_passwd:
-        return server_user(self.config, self._data_owner())
+    def _owner(self, tier: Tier | None = None) -> pwd.struct_passwd:
+        return server_user(self.config, self._data_owner(), tier)
 
     def _run_as_owner(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = clean_environment(os.environ)  # the real environment: .env secrets never reach the server
@@ -433,6 +440,8 @@ class EmbeddedCluster:
 
         All three are made on first use, so the stand-in PROD is there as soon as anything runs.
         """
+        if self.os_user is not None:
+            self._owner(tier)  # a user made for the server is announced under this run's badge
         self.start()
         admin = self.target(tier, "postgres")
         with connect(admin, autocommit=True) as conn:
