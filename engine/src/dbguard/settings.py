@@ -7,14 +7,20 @@ those are read from `Settings.environ`, the real process environment, alone.
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
+from dbguard.errors import Refused
 from dbguard.project import Project, find_root, load_project
+
+# APP_ENV's spellings (dbguard.guard.forced_int.app_tier reads them)
+APP_ENVS = {"int", "test", "stg", "staging", "dev", "development", "prod", "production"}
 
 DEFAULTS: dict[str, str] = {
     "APP_NAME": "app",
@@ -107,6 +113,70 @@ def load_settings(root: Path | None = None, environ: Mapping[str, str] | None = 
     """
     real = dict(os.environ if environ is None else environ)
     root = (root or find_root(environ=real)).resolve()
-    env_file = Path(real["DB_TOOLS_ENV_FILE"]) if real.get("DB_TOOLS_ENV_FILE") else root / ".env"
-    from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
-    return Settings(root=root, values={**from_file, **real}, environ=real)
+    named = real.get("DB_TOOLS_ENV_FILE")
+    env_file = Path(named) if named else root / ".env"
+    if named and not env_file.exists():
+        raise Refused(
+            f"DB_TOOLS_ENV_FILE names {env_file}, which does not exist",
+            "point DB_TOOLS_ENV_FILE at your settings file, or unset it to use .env",
+        )
+    from_file = read_env_file(env_file) if env_file.is_file() else {}
+    settings = Settings(root=root, values={**from_file, **real}, environ=real)
+    check_values(settings)
+    return settings
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (python-dotenv's grammar). A line it cannot read is an error naming the line, never
+    a silent drop: an unterminated quote would otherwise swallow the URL after it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise Refused(f"{path} is not UTF-8 text", f"save {path.name} as UTF-8") from None
+    except OSError as exc:
+        raise Refused(f"{path} cannot be read ({exc.strerror})", f"make {path} readable") from None
+    values: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise Refused(
+                f"{path.name} line {binding.original.line} is not KEY=VALUE (an unterminated quote?)",
+                f"fix line {binding.original.line} of {path}",
+            )
+        if binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
+    return values
+
+
+_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+_WHOLE = {"BACKUP_KEEP": (1, 10_000), "EMBEDDED_PG_PORT": (1024, 65535)}
+
+
+def check_values(settings: Settings) -> None:
+    """Settings are checked when they are read: each bad one is one line naming it and the fix."""
+    for key, (low, high) in _WHOLE.items():
+        raw = settings.get(key)
+        if not raw.strip().isdigit() or not low <= int(raw) <= high:
+            raise Refused(f"{key} must be a whole number from {low} to {high}, not {raw[:40]!r}", _fix(key))
+    for key in ("MIGRATION_LOCK_TIMEOUT", "MIGRATION_STATEMENT_TIMEOUT"):
+        raw = settings.get(key)
+        if not _DURATION.match(raw.strip()):
+            raise Refused(f"{key} must be a PostgreSQL duration such as 5s or 15min, not {raw[:40]!r}", _fix(key))
+    raw = settings.get("SWAP_WAIT_SECONDS")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise Refused(
+            f"SWAP_WAIT_SECONDS must be a number of seconds from 0 to 3600, not {raw[:40]!r}", _fix("SWAP_WAIT_SECONDS")
+        )
+    raw = (settings.values.get("APP_ENV") or "").strip().lower()
+    if raw and raw not in APP_ENVS:
+        raise Refused(f"APP_ENV must be one of {', '.join(sorted(APP_ENVS))}, not {raw[:40]!r}", _fix("APP_ENV"))
+    raw = (settings.values.get("STG_TARGET_IS_SAFE") or "").strip().lower()
+    if raw not in {"", "0", "1", "true", "false", "yes", "no"}:
+        raise Refused(f"STG_TARGET_IS_SAFE must be 1 or empty, not {raw[:40]!r}", _fix("STG_TARGET_IS_SAFE"))
+
+
+def _fix(key: str) -> str:
+    return f"correct {key} in the environment or .env (see .env.example)"

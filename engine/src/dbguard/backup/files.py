@@ -149,6 +149,11 @@ def resolve_backup(folder: Path, spec: str, tier: str | None = None) -> Backup:
     manifest = read_manifest(path)
     if manifest.get("damaged_manifest"):
         raise Failed(f"the manifest of {path.name} is damaged", "re-take the backup")
+    if not manifest and not _NAME.match(path.name):  # whose data is it? nothing says: never guess
+        raise Refused(
+            f"{path.name} is not a backup made by db.backup (no manifest beside it says its tier)",
+            "list the backups: invoke db.backups",
+        )
     return Backup(path, manifest)
 
 

@@ -8,9 +8,12 @@ Alembic, SQLAlchemy, Faker, psycopg or rich, is imported only when that task run
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+
+from dbguard.errors import Refused
 
 if TYPE_CHECKING:
     from dbguard.cli.runner import TaskContext
@@ -33,13 +36,61 @@ class Option:
     blank_is_none: bool = False
     positional: bool = False
     audit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def audit_key(self) -> str:
         return self.audit or self.name.rstrip("_")
 
+    @property
+    def flag(self) -> str:
+        return self.name if self.positional else "--" + self.name.rstrip("_").replace("_", "-")
+
+    @property
+    def parser_default(self) -> Value:
+        """What invoke is told: numbers arrive as text, so a bad one is our one-line refusal, not
+        invoke's traceback (invoke casts a value to its default's type while parsing)."""
+        return (
+            str(self.default)
+            if isinstance(self.default, int | float) and not isinstance(self.default, bool)
+            else (self.default)
+        )
+
     def given(self, value: Value) -> Value:
+        """The value as the body sees it: typed, checked against its range; Refused with the fix when bad."""
+        value = self.typed(value)
         return None if self.blank_is_none and value in ("", 0) else value
+
+    @property
+    def fix(self) -> str:
+        return f"pass {self.flag} {self.default}" if self.default not in (0, "") else f"leave out {self.flag}"
+
+    def typed(self, value: Value) -> Value:
+        kind = type(self.default)
+        if kind not in (int, float) or isinstance(value, bool):
+            return value
+        text = str(value).strip()
+        try:
+            number: int | float = int(text) if kind is int else float(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise Refused(
+                f"{self.flag} must be {what}, not {text[:40]!r}", f"pass {self.flag} {self.default}"
+            ) from None
+        if kind is float and not math.isfinite(number):
+            raise Refused(f"{self.flag} must be a finite number, not {text[:40]!r}", f"pass {self.flag} {self.default}")
+        given_zero = self.blank_is_none and number == 0
+        if self.minimum is not None and number < self.minimum and not given_zero:
+            raise Refused(
+                f"{self.flag} must be at least {self.minimum:g}, not {number:g}", f"pass {self.flag} {self.default}"
+            )
+        if self.maximum is not None and number > self.maximum:
+            raise Refused(
+                f"{self.flag} {number:g} is more than the most it takes, {self.maximum:g}",
+                f"pass {self.flag} {self.maximum:g} or less",
+            )
+        return number
 
 
 @dataclass(frozen=True)
@@ -61,27 +112,42 @@ class TaskSpec:
         return body
 
     def run(self, values: Mapping[str, Value]) -> int:
-        """Run the task with the options the command line gave (missing ones take their defaults)."""
-        given = {o.name: o.given(values.get(o.name, o.default)) for o in self.options}
-        own = {name: value for name, value in given.items() if name not in RUNNER_OPTIONS}
+        """Run the task with the options the command line gave (missing ones take their defaults).
+
+        Values are checked inside the run, so a bad one is refused like any other: one line with
+        its fix, exit 2, an audit line, and nothing touched.
+        """
+        raw = {o.name: values.get(o.name, o.default) for o in self.options}
         body = self.load_body()
         if not self.guarded:
-            return body(**own) or 0
+            from dbguard.cli.console import Output  # noqa: PLC0415
+
+            try:
+                plain = {o.name: o.given(raw[o.name]) for o in self.options if o.name not in RUNNER_OPTIONS}
+            except Refused as exc:
+                Output(None).error(exc.one_line())
+                return 2
+            return body(**plain) or 0
         from dbguard.cli.runner import run_task  # noqa: PLC0415  # the guard's imports are paid only by a run
 
         audit_keys = {o.name: o.audit_key for o in self.options}
-        confirm = given.get("confirm")
+        own: dict[str, Value] = {}
+
+        def check() -> None:
+            own.update({o.name: o.given(raw[o.name]) for o in self.options if o.name not in RUNNER_OPTIONS})
 
         def guarded_body(ctx: TaskContext) -> int | None:
             return body(ctx, **own)
 
+        confirm = raw.get("confirm")
         return run_task(
             self.name,
-            str(given["env"]),
-            {audit_keys[name]: value for name, value in own.items()},
+            str(raw["env"]),
+            {audit_keys[o.name]: raw[o.name] for o in self.options if o.name not in RUNNER_OPTIONS},
             guarded_body,
             confirm=str(confirm) if confirm else None,
-            dry_run=bool(given.get("dry_run", False)),
+            dry_run=bool(raw.get("dry_run", False)),
+            check=check,
         )
 
 
@@ -89,8 +155,8 @@ ENV = Option("env", "int", "tier: int (default), stg or prod")
 DRY = Option("dry_run", False, "print the plan, touch nothing")
 CONFIRM = Option("confirm", "", "the database name, typed in advance (non-interactive runs only)", blank_is_none=True)
 SCENARIO = Option("scenario", "demo", "minimal, demo or load")
-SEED = Option("seed", 1, "random seed (same seed, same rows)")
-SCALE = Option("scale", 1.0, "row multiplier")
+SEED = Option("seed", 1, "random seed (same seed, same rows)", minimum=0)
+SCALE = Option("scale", 1.0, "row multiplier", minimum=0.0001, maximum=1000)
 
 TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
@@ -119,7 +185,7 @@ TASKS: tuple[TaskSpec, ...] = (
         (
             ENV,
             Option("verify", False, "prove no line was edited, removed or reordered"),
-            Option("limit", 20, "lines to show"),
+            Option("limit", 20, "lines to show", minimum=1, maximum=100_000),
         ),
     ),
     TaskSpec(
@@ -197,7 +263,7 @@ TASKS: tuple[TaskSpec, ...] = (
         "dbguard.cli.commands:prune_backups",
         (
             ENV,
-            Option("keep", 0, "newest backups to keep per tier (default BACKUP_KEEP)", blank_is_none=True),
+            Option("keep", 0, "newest backups to keep per tier (default BACKUP_KEEP)", blank_is_none=True, minimum=1),
             Option("yes", False, "really delete"),
         ),
     ),

@@ -78,9 +78,18 @@ def run_task(
     out: Output | None = None,
     confirm: str | None = None,
     dry_run: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> int:
+    """`check` validates the run's options after the header line and before the guard (a Refused there
+    is refused like any other)."""
     started = time.monotonic()
-    settings = settings or load_settings()
+    out = out or Output(None)
+    if settings is None:
+        try:
+            settings = load_settings()
+        except OpsError as exc:  # no settings, no audit log to write to: one line and out
+            out.error(exc.one_line())
+            return EXIT_REFUSED
     scrub_libpq_environment()
     caller = caller or detect_caller(settings.environ)
     audit_args = {**args, "dry_run": dry_run} | ({"confirm": confirm} if confirm else {})
@@ -89,7 +98,6 @@ def run_task(
     outcome, error, code = "ok", None, EXIT_OK
     facts: dict[str, Any] = {}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    out = out or Output(None)
     audit = AuditLog(settings.audit_log)
     audit_usable = True
     header_done = False
@@ -122,6 +130,8 @@ def run_task(
         target_text = target.describe()
         out.header(target_text, note)
         header_done = True
+        if check is not None:
+            check()
         clearance = authorize(settings, operation, tier, target, caller, confirm=confirm, dry_run=dry_run, options=args)
         if clearance.grant_lines():
             facts["cleared"] = clearance.grant_lines()

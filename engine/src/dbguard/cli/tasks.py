@@ -23,7 +23,7 @@ def invoke_task(spec: TaskSpec) -> Task[Callable[..., None]]:
             raise Exit(code=code)
 
     context = Parameter("c", Parameter.POSITIONAL_OR_KEYWORD)
-    options = [Parameter(o.name, Parameter.POSITIONAL_OR_KEYWORD, default=o.default) for o in spec.options]
+    options = [Parameter(o.name, Parameter.POSITIONAL_OR_KEYWORD, default=o.parser_default) for o in spec.options]
     run.__signature__ = Signature([context, *options])  # type: ignore[attr-defined]
     run.__doc__ = spec.doc
     run.__name__ = run.__qualname__ = spec.name.replace("-", "_")

@@ -41,7 +41,7 @@ from dbguard.backup.files import list_backups
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext, run_task
 from dbguard.cluster.pgtools import require_bindir
-from dbguard.errors import OpsError
+from dbguard.errors import Failed, OpsError
 from dbguard.guard.cleared import Cleared
 from dbguard.guard.door import Clearance
 from dbguard.guard.locks import exclusive
@@ -443,17 +443,20 @@ def show(out: Output, ladder: Ladder) -> None:
 
 
 def report(settings: Settings, ladder: Ladder, path: Path) -> None:
-    path.write_text(
-        json.dumps(
-            {
-                "passed": not ladder.failed,
-                "digest": migrations_digest(settings),
-                "checks": [asdict(c) for c in ladder.checks],
-            },
-            indent=2,
-        )
-        + "\n"
+    text = json.dumps(
+        {
+            "passed": not ladder.failed,
+            "digest": migrations_digest(settings),
+            "checks": [asdict(c) for c in ladder.checks],
+        },
+        indent=2,
     )
+    try:
+        path.write_text(text + "\n")
+    except OSError as exc:
+        raise Failed(
+            f"the ladder's report {path} could not be written ({exc.strerror})", "pass --report a writable path"
+        ) from None
 
 
 def ladder_task(ctx: TaskContext, *, report_path: str | None) -> int:
