@@ -69,26 +69,35 @@ def existing_user(name: str) -> pwd.struct_passwd | None:
         return None
 
 
-def create_system_user(name: str, environ: Mapping[str, str]) -> pwd.struct_passwd:
-    """`useradd --system` with its own group, no home and no login shell; refused with the fix if it fails."""
-    useradd = shutil.which("useradd", path=environ.get("PATH")) or next(
-        (p for p in _USERADD if os.access(p, os.X_OK)), None
-    )
-    why = "useradd is not installed"
-    if useradd is not None:
-        shell = next((p for p in _NOLOGIN if os.path.exists(p)), "/bin/false")
-        argv = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
-        argv += ["--shell", shell, "--comment", "runs the embedded PostgreSQL of dbguard", name]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        why = first_error_line(proc.stderr)
-    made = existing_user(name)  # also when a concurrent run made it first
+def create_system_user(name: str, environ: Mapping[str, str]) -> tuple[pwd.struct_passwd, bool]:
+    """`useradd --system` with its own group, no home and no login shell; (the account, made by this call).
+
+    Runs that start together take turns (two concurrent useradds can both write /etc/passwd, and the
+    later one wins); the fix is refused as one line when it cannot be made.
+    """
+    with open("/etc/passwd", "rb") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        made = existing_user(name)
+        if made is not None:
+            return made, False
+        useradd = shutil.which("useradd", path=environ.get("PATH")) or next(
+            (p for p in _USERADD if os.access(p, os.X_OK)), None
+        )
+        why = "useradd is not installed"
+        if useradd is not None:
+            shell = next((p for p in _NOLOGIN if os.path.exists(p)), "/bin/false")
+            argv = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
+            argv += ["--shell", shell, "--comment", "runs the embedded PostgreSQL of dbguard", name]
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+            why = first_error_line(proc.stderr)
+        made = existing_user(name)
     if made is None:
         raise Refused(
             f"running as root, PostgreSQL needs an unprivileged user to run as, and '{name}' "
             f"could not be created ({why})",
             f"create one (useradd --system {name}) or set EMBEDDED_PG_OS_USER to an existing unprivileged user",
         )
-    return made
+    return made, True
 
 
 def server_user(config: Mapping[str, str], name: str | None = None, tier: Tier | None = None) -> pwd.struct_passwd:
@@ -107,11 +116,12 @@ def server_user(config: Mapping[str, str], name: str | None = None, tier: Tier |
             f"running as root, and the unprivileged user '{name}' that PostgreSQL must run as does not exist",
             f"create it (useradd --system {name}) or set EMBEDDED_PG_OS_USER to an existing user",
         )
-    entry = create_system_user(name, config)
-    Output(tier).info(
-        f"created the system user '{name}' (no home, no login) to run the embedded PostgreSQL: "
-        "PostgreSQL refuses to run as root; set EMBEDDED_PG_OS_USER to use another"
-    )
+    entry, made_here = create_system_user(name, config)
+    if made_here:
+        Output(tier).info(
+            f"created the system user '{name}' (no home, no login) to run the embedded PostgreSQL: "
+            "PostgreSQL refuses to run as root; set EMBEDDED_PG_OS_USER to use another"
+        )
     return entry
 
 
