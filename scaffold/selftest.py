@@ -72,12 +72,13 @@ def follow_first_model(app: Path, package: str) -> list[str]:
     model, seed = python_blocks(section)
     models = app / package / "models.py"
     text = models.read_text()
-    text = text.replace(
-        "from sqlalchemy import MetaData\n", "from sqlalchemy import BigInteger, Identity, MetaData, Text\n"
-    )
-    text = text.replace(
-        "from sqlalchemy.orm import DeclarativeBase\n", "from sqlalchemy.orm import DeclarativeBase, Mapped\n"
-    )
+    imports = {  # the imports the README's step names
+        "from sqlalchemy import MetaData\n": "from dbguard.pii import PII, pii_column\n"
+        "from sqlalchemy import BigInteger, Identity, MetaData, Text\n",
+        "from sqlalchemy.orm import DeclarativeBase\n": "from sqlalchemy.orm import DeclarativeBase, Mapped\n",
+    }
+    for old, new in imports.items():
+        text = text.replace(old, new)
     models.write_text(text + "\n\n" + model)
     (app / "seeds" / "customers.py").write_text('"""customers: one row each."""\n\n' + seed)
     scenarios = app / "seeds" / "scenarios.py"

@@ -169,9 +169,11 @@ def test_prod_migrate_needs_a_passing_ladder_for_these_files(tiers: Tiers, tmp_p
     )
     assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.alembic_version') IS NULL") == "t"
 
-    from dbguard.ladder.gate import record_pass
+    from dbguard.guard.connect import connect
+    from dbguard.ladder.gate import MigrationFiles, read_prod_facts, record_pass
 
-    record_pass(tiers.settings, None)
+    with connect(tiers.target(Tier.PROD), read_only=True) as conn:  # a pass for these files and this PROD
+        record_pass(tiers.settings, MigrationFiles.on_disk(tiers.settings), read_prod_facts(conn))
     result = run(tiers.settings, "migrate", "prod", robot(), migrate.migrate_task, confirm=db)
     assert result.code == EXIT_OK, result.text
     assert tiers.sql(Tier.PROD, "SELECT version_num FROM alembic_version") == "0002"
@@ -196,6 +198,7 @@ def test_plain_alembic_cli_goes_through_the_guard(tiers: Tiers, tmp_path: Path) 
     assert proc.returncode == 2 and "the ladder has never passed" in proc.stdout + proc.stderr
     audit = [json.loads(line) for line in (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()]
     assert [(a["task"], a["tier"], a["outcome"]) for a in audit] == [
+        ("migrate", "stg", "started"),
         ("migrate", "stg", "ok"),
         ("migrate", "prod", "refused"),
         ("migrate", "prod", "refused"),

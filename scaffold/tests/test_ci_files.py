@@ -59,7 +59,12 @@ def test_the_secret_scan_fails_on_a_real_password_in_env_example(tmp_path: Path)
     (tmp_path / ".env.example").write_text("PROD_DATABASE_URL=postgresql://app:Hunter2-real@db/app_prod\n")
     env = {"PATH": os.environ["PATH"], "DB_TOOLS_ENV_FILE": "/dev/null"}
     proc = subprocess.run(
-        [sys.executable, "-m", "dbguard.reports.secrets"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "dbguard.reports.secrets"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 1
     assert "real-looking secrets in: PROD_DATABASE_URL" in proc.stderr and "Hunter2" not in proc.stderr
