@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from dbguard.cli.runner import EXIT_OK, EXIT_REFUSED
@@ -77,4 +76,5 @@ def test_tools_get_the_password_through_a_passfile_not_argv(tiers: Tiers, tmp_pa
     assert "PGPASSWORD" not in text
     assert f"PASSFILE *:*:*:*:{tiers.prod.password}" in text
     assert "PGOPTIONS=-c default_transaction_read_only=on" in text
-    assert not list(Path(tempfile.gettempdir()).glob("pgpass-*"))  # the passfile is gone
+    (passfile,) = {ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("PGPASSFILE=")}
+    assert not Path(passfile).exists() and not Path(passfile).parent.exists()  # this run's passfile is gone

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard.errors import Failed, Refused
+from dbguard.guard.tiers import Tier
 
 SUFFIX = ".dump"
 _NAME = re.compile(r"^(?P<tier>int|stg|prod)-(?P<db>.+)-(?P<ts>\d{8}T\d{6}(?:\d{3})?Z)\.dump$")
@@ -34,7 +35,18 @@ class Backup:
 
     @property
     def tier(self) -> str:
-        return str(self.manifest.get("tier") or _NAME.match(self.path.name).group("tier"))  # type: ignore[union-attr]
+        """int, stg or prod: what the file name and the manifest say, whichever is more careful. A manifest
+        tier in any spelling ("PROD", " Prod ") is read as that tier; one that names no tier reads as prod."""
+        match = _NAME.match(self.path.name)
+        named = match.group("tier") if match else Tier.PROD.value
+        written = str(self.manifest.get("tier") or named).strip().lower()
+        if written not in {t.value for t in Tier}:
+            written = Tier.PROD.value
+        return Tier.PROD.value if Tier.PROD.value in (named, written) else written
+
+    @property
+    def reason(self) -> str:
+        return str(self.manifest.get("reason") or "")
 
     @property
     def created(self) -> datetime:
@@ -124,10 +136,12 @@ def list_backups(folder: Path, tier: str | None = None) -> list[Backup]:
         return []
     found = []
     for path in folder.iterdir():
-        match = _NAME.match(path.name)
-        if not match or (tier and match.group("tier") != tier):
+        if not _NAME.match(path.name):
             continue
-        found.append(Backup(path, read_manifest(path)))
+        backup = Backup(path, read_manifest(path))
+        if tier and backup.tier != tier:  # by Backup.tier: a manifest's "PROD" lists it with PROD's
+            continue
+        found.append(backup)
     return sorted(found, key=lambda b: b.path.name.rsplit("-", 1)[-1])
 
 
@@ -151,7 +165,8 @@ def resolve_backup(folder: Path, spec: str, tier: str | None = None) -> Backup:
         raise Failed(f"the manifest of {path.name} is damaged", "re-take the backup")
     if not manifest and not _NAME.match(path.name):  # whose data is it? nothing says: never guess
         raise Refused(
-            f"{path.name} is not a backup made by db.backup (no manifest beside it says its tier)",
+            f"{path.name} has no manifest beside it: it is not a backup made by db.backup, and nothing says "
+            "whose data it holds",
             "list the backups: invoke db.backups",
         )
     return Backup(path, manifest)

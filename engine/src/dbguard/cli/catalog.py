@@ -118,8 +118,8 @@ class TaskSpec:
         its fix, exit 2, an audit line, and nothing touched.
         """
         raw = {o.name: values.get(o.name, o.default) for o in self.options}
-        body = self.load_body()
         if not self.guarded:
+            body = self.load_body()
             from dbguard.cli.console import Output  # noqa: PLC0415
 
             try:
@@ -137,7 +137,7 @@ class TaskSpec:
             own.update({o.name: o.given(raw[o.name]) for o in self.options if o.name not in RUNNER_OPTIONS})
 
         def guarded_body(ctx: TaskContext) -> int | None:
-            return body(ctx, **own)
+            return self.load_body()(ctx, **own)  # loaded inside the run: even a broken import is one line
 
         confirm = raw.get("confirm")
         return run_task(
@@ -195,12 +195,28 @@ TASKS: tuple[TaskSpec, ...] = (
         (ENV, Option("force", False, "replace an existing stamp of another tier"), CONFIRM, DRY),
     ),
     TaskSpec(
+        "prod-reader",
+        "Make or repair PROD's read-only role (PROD_DATABASE_URL's); --dry-run prints the SQL.",
+        "dbguard.guard.prod_reader:prod_reader_task",
+        (
+            replace(ENV, default="prod"),
+            Option("role", "", "the role's name (default: PROD_DATABASE_URL's user)", blank_is_none=True),
+            DRY,
+        ),
+    ),
+    TaskSpec(
         "migrate",
         "Show pending revisions, then upgrade (or downgrade with --to); STG/PROD backed up first.",
         "dbguard.migrations.migrate:migrate_task",
         (
             ENV,
             Option("to", "", "target revision (default head); behind the current one: downgrade", blank_is_none=True),
+            Option(
+                "ladder_report",
+                "",
+                "PROD: the ladder's report (nox -s migrations -- --report FILE) in place of this machine's record",
+                blank_is_none=True,
+            ),
             CONFIRM,
             DRY,
         ),

@@ -26,10 +26,13 @@ server, ties in the order above: a newer one is no safer, since pg_restore 18 in
 PostgreSQL 15 server fails on `SET transaction_timeout` (tried). When every candidate is too
 old the answer is one line naming the fix.
 
-Passwords reach `pg_dump`, `pg_restore` and `psql` through a private passfile (mode 0600,
-deleted afterwards); the connection string on argv never carries one. Inherited `PG*`
-variables are dropped so that a stray PGHOST or PGDATABASE in the shell can never redirect
-a tool to another database: the tier's URL says everything.
+Passwords reach `pg_dump`, `pg_restore` and `psql` through a private passfile (mode 0600, in a
+private folder removed on every exit path, and by the next run after a kill: `private_files`);
+the connection string on argv never carries one. Every PostgreSQL program (and the embedded
+server) gets a scrubbed environment: the few variables it needs (PATH, HOME, TMPDIR, TZ, LANG,
+LC_*, the library path) and the PG* ones the tools set themselves. Nothing else of the caller's
+reaches it: no *_DATABASE_URL, no DB_HUMAN_CONSENT, no token, and no stray PGHOST or PGDATABASE
+that could redirect a tool to another database: the tier's URL says everything.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,6 +51,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 from dbguard.cli.console import Output
+from dbguard.cluster.private_files import private_file, private_folder
 from dbguard.errors import Failed, Refused
 from dbguard.guard.masking import mask_text
 from dbguard.guard.targets import Target
@@ -103,7 +106,14 @@ class Bindir:
 @lru_cache(maxsize=64)
 def _tool_version(program: str) -> str:
     try:
-        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        out = subprocess.run(
+            [program, "--version"],
+            env=clean_environment(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     match = re.search(r"\) (\d+(?:\.\d+)?)", out.stdout) or re.search(r"(\d+(?:\.\d+)?)", out.stdout)
@@ -140,7 +150,9 @@ def bindir_candidates(environ: Mapping[str, str]) -> list[Bindir]:
     pg_config = shutil.which("pg_config", path=path)
     if pg_config:
         try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False)
+            argv = [pg_config, "--bindir"]
+            env = clean_environment(os.environ)
+            out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10, check=False)
             if out.returncode == 0 and out.stdout.strip():
                 found.append(Bindir(Path(out.stdout.strip()), "pg_config"))
         except (OSError, subprocess.TimeoutExpired):
@@ -199,9 +211,15 @@ def require_bindir(
     )
 
 
+# what a PostgreSQL program (client tool or server) may see of the caller's environment: nothing secret
+CHILD_VARIABLES = frozenset(
+    {"PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT"}
+)
+
+
 def clean_environment(base: Mapping[str, str]) -> dict[str, str]:
-    """The caller's environment minus every libpq variable that could redirect a connection."""
-    return {k: v for k, v in base.items() if not k.startswith("PG")}
+    """The part of `base` a child process may see: CHILD_VARIABLES and LC_*, nothing else (no secret, no PG*)."""
+    return {k: v for k, v in base.items() if k in CHILD_VARIABLES or k.startswith("LC_")}
 
 
 def _passfile_escape(value: str) -> str:
@@ -221,11 +239,8 @@ def tool_environment(
     if target.password is None:
         yield env
         return
-    with tempfile.TemporaryDirectory(prefix="pgpass-") as tmp:
-        passfile = Path(tmp) / "pgpass"
-        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"*:*:*:*:{_passfile_escape(target.password)}\n")
+    with private_folder("pgpass") as folder:
+        passfile = private_file(folder, "pgpass", f"*:*:*:*:{_passfile_escape(target.password)}\n")
         env["PGPASSFILE"] = str(passfile)
         yield env
 

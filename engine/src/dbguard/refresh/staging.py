@@ -39,6 +39,7 @@ from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.children import die_with_parent
 from dbguard.cluster.pgtools import first_error_line, require_bindir
+from dbguard.cluster.private_files import private_folder
 from dbguard.errors import Failed, Refused
 from dbguard.failpoints import failpoint
 from dbguard.guard.cleared import Cleared
@@ -244,7 +245,7 @@ def _copy_rows(
     for t in sorted(tables, key=lambda t: -sizes.get(t.qualified, (0, 0))[1]):
         work.put(t)
     errors: list[BaseException] = []
-    with out.progress(bytes_mode=True) as progress, tempfile.TemporaryDirectory(prefix="refresh-") as folder:
+    with out.progress(bytes_mode=True) as progress, private_folder("refresh") as folder:  # salted SQL: swept if killed
         tasks = {
             t.qualified: progress.add_task(t.qualified, total=max(sizes.get(t.qualified, (0, 1))[1], 1)) for t in tables
         }
