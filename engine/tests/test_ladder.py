@@ -96,7 +96,7 @@ def test_the_example_apps_ladder_passes_and_opens_the_gate(tiers: Tiers, ladder_
     assert check(ladder, "0002 applied")[0].startswith(PASS)  # on the STG clone, with its rows
     assert check(ladder, "pending revisions for PROD") == ["pass: 0001, 0002"]
     assert check(ladder, "squawk")[0].startswith(PASS)
-    assert check_gate(ladder_settings).head == "0002"
+    assert check_gate(ladder_settings).files.head == "0002"
     # the clone took the migration, STG itself and PROD did not move
     assert tiers.sql(Tier.STG, "SELECT version_num FROM alembic_version") == "0001"
     assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.alembic_version') IS NULL") == "t"
@@ -211,3 +211,95 @@ def test_prod_migrate_is_refused_after_a_migration_file_changed(tiers: Tiers, la
     assert result.code == 2
     assert "the migration files changed since the ladder last passed -> run `nox -s migrations`" in result.stderr
     assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.alembic_version') IS NULL") == "t"
+
+
+def prod_facts(tiers: Tiers):  # type: ignore[no-untyped-def]
+    """PROD's identity and revision now, as db.migrate --env prod reads them."""
+    from dbguard.guard.connect import connect
+    from dbguard.ladder.gate import read_prod_facts
+
+    with connect(tiers.target(Tier.PROD), read_only=True) as conn:
+        return read_prod_facts(conn)
+
+
+@pytest.mark.parametrize("prod", ["unreachable", "unset"])
+def test_a_prod_check_that_could_not_run_is_not_verified_and_opens_nothing(
+    tiers: Tiers, ladder_settings: Settings, prod: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dbguard.ladder.gate import passes
+    from dbguard.ladder.rungs import NOT_VERIFIED, main
+
+    url = "postgresql://app:x@127.0.0.1:1/nowhere_prod?sslmode=require" if prod == "unreachable" else None
+    settings = ladder_settings.with_values(PROD_DATABASE_URL=url)
+    ladder = run(settings)
+    assert not ladder.failed, ladder.failed  # INT and STG are fine: only PROD could not be checked
+    (reached,) = check(ladder, "PROD reachable")
+    assert reached.startswith(f"{NOT_VERIFIED}: ") and "did not run" in reached
+    assert check(ladder, "passing ladder recorded")[0].startswith(f"{NOT_VERIFIED}: PROD not verified")
+    assert not any(c.status == PASS for c in ladder.checks if c.rung.startswith("4 PROD"))
+    assert passes(settings) == []  # no pass recorded...
+    with pytest.raises(Refused, match="the ladder has never passed"):  # ...so PROD stays closed
+        check_gate(settings, prod_facts(tiers))
+    assert main([], settings=settings) == 1
+    assert "PROD was not verified, so db.migrate --env prod stays closed" in capsys.readouterr().err
+
+
+def test_pending_revisions_are_rehearsed_on_a_verified_backup_of_prod_at_its_revision(
+    tiers: Tiers, ladder_settings: Settings
+) -> None:
+    """The normal flow: invoke db.backup --env prod && invoke db.verify latest && nox -s migrations."""
+    from dbguard.backup.verify import verify_task
+    from dbguard.cli.commands import backup
+    from dbguard.ladder.gate import passes
+    from dbguard.ladder.rungs import NOT_VERIFIED
+    from dbguard.migrations.schema import sa_connection, upgrade
+
+    from tests.support.setup import robot
+    from tests.support.setup import run as run_task
+
+    with sa_connection(tiers.target(Tier.PROD)) as conn, conn.begin():
+        upgrade(tiers.settings, conn, "0001")  # PROD holds the app's tables: it is not empty any more
+    tiers.sql(Tier.PROD, "INSERT INTO users (email, full_name) VALUES ('real@example.com', 'Real Person')")
+    ladder = run(ladder_settings)
+    assert not ladder.failed, ladder.failed
+    (rehearsal,) = check(ladder, "rehearsal on the newest verified PROD backup")
+    assert rehearsal.startswith(NOT_VERIFIED) and "invoke db.backup --env prod && invoke db.verify latest" in rehearsal
+    assert passes(ladder_settings) == []
+
+    assert run_task(ladder_settings, "backup", "prod", robot(), backup).code == 0
+    assert check(run(ladder_settings), "rehearsal on the newest")[0].startswith(NOT_VERIFIED)  # not verified yet
+    verify = run_task(
+        ladder_settings, "verify", "prod", robot(), lambda ctx: verify_task(ctx, backup="latest", deep=False)
+    )
+    assert verify.code == 0, verify.text
+    ladder = run(ladder_settings)
+    assert not ladder.failed and not ladder.not_verified, ladder.checks
+    assert check(ladder, "restored")[0] == "pass: at 0001"
+    assert check(ladder, "0002 applied") == ["pass: ", "pass: "]  # on STG's clone and on PROD's rehearsal
+    assert check_gate(ladder_settings, prod_facts(tiers)).prod == prod_facts(tiers)
+
+    # a newer revision, and PROD moved on since its backup: the backup no longer rehearses what PROD will run
+    add_revision(Path(ladder_settings.get("MIGRATIONS_DIR")), "0003", "0002", "    op.execute('SELECT 3')")
+    with sa_connection(tiers.target(Tier.PROD)) as conn, conn.begin():
+        upgrade(tiers.settings, conn, "0002")
+    (rehearsal,) = check(run(ladder_settings), "rehearsal on the newest verified PROD backup")
+    assert rehearsal.startswith(NOT_VERIFIED) and "is at 0001 and PROD is at 0002" in rehearsal
+
+
+def test_a_pass_holds_only_for_the_prod_it_checked_at_the_revision_it_saw(
+    tiers: Tiers, ladder_settings: Settings
+) -> None:
+    from dataclasses import replace
+
+    ladder = run(ladder_settings)
+    assert check(ladder, "rehearsal on the newest") == [
+        "pass: not needed: PROD is empty (at base, no tables), like INT's from-empty run"
+    ]
+    prod = prod_facts(tiers)
+    assert ladder.prod == prod and check_gate(ladder_settings, prod).prod == prod
+    with pytest.raises(Refused, match=r"it passed against another PROD database, 't\d+_prod' \(cluster"):
+        check_gate(ladder_settings, replace(prod, database_oid=prod.database_oid + 1))  # dropped and made again
+    with pytest.raises(Refused, match="it passed against another PROD database"):
+        check_gate(ladder_settings, replace(prod, system_identifier="1"))  # another server, same name
+    with pytest.raises(Refused, match="it passed when PROD was at base, and PROD is at 0001 now"):
+        check_gate(ladder_settings, replace(prod, revision="0001"))

@@ -1,13 +1,18 @@
 """The migration ladder: INT from empty -> a clone of STG -> a PROD check that never writes PROD.
 
-Each rung is a plain function that appends checks (pass, fail or skip, with the reason) to a
-`Ladder`; `nox -s migrations` runs them all and prints one table. A ladder with no failed check
-records a digest of the migration files and the head revision: `db.migrate --env prod` needs it.
+Each rung is a plain function that appends checks (pass, fail, skip or not verified, with the reason)
+to a `Ladder`; `nox -s migrations` runs them all and prints one table. What must always hold: the
+gate opens (`dbguard.ladder.gate`: a pass recorded, a report that says "open") only when no check
+failed and every check concerning PROD ran and passed, for exactly the migration files the ladder
+started with. A PROD check that could not run (PROD unset or unreachable, no verified backup of PROD
+at its current revision to rehearse on) is "not verified", never a pass. An empty PROD (at base, no
+tables) needs no backup: the INT rung, from empty, is its rehearsal.
 
 Every database a rung opens comes from the run's clearance ('ladder' row): scratch databases on INT's
 server (the run's own target), STG read-only for its clone (CLONE), STG itself only with --apply-stg
 (APPLY_STG, under STG's 'migrate' cell), PROD read-only (PROD_CHECK). STG and PROD are optional: unset
-or unreachable, their rung is skipped; configured but failing a check, the whole ladder is refused.
+or unreachable, STG's rung is skipped and PROD's is not verified; configured but failing a check, the
+whole ladder is refused.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ import inspect
 import io
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +41,32 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from rich.text import Text
 
+from dbguard import __version__
 from dbguard.backup.archive import list_archive, restore_archive
 from dbguard.backup.dump import take_backup
 from dbguard.backup.files import list_backups
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext, run_task
-from dbguard.cluster.pgtools import require_bindir
+from dbguard.cluster.pgtools import clean_environment, require_bindir
+from dbguard.cluster.private_files import private_file, private_folder
 from dbguard.errors import Failed, OpsError
 from dbguard.guard.cleared import Cleared
+from dbguard.guard.connect import Connection
 from dbguard.guard.door import Clearance
 from dbguard.guard.locks import exclusive
 from dbguard.guard.policy import APPLY_STG, CLONE, PROD_CHECK
-from dbguard.ladder.gate import migrations_digest, record_pass
+from dbguard.guard.stamp import STAMP_SCHEMA
+from dbguard.ladder.gate import (
+    KEY_VARIABLE,
+    REPORT_FORMAT,
+    MigrationFiles,
+    ProdFacts,
+    read_prod_facts,
+    record_pass,
+    report_key,
+    sign,
+    write_report,
+)
 from dbguard.migrations.history import alembic_config, current_revision, script_directory
 from dbguard.migrations.schema import downgrade, raw, upgrade
 from dbguard.pii import pii_of
@@ -55,6 +75,8 @@ from dbguard.seeding.runner import make_plan, seed_database
 from dbguard.settings import Settings
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+NOT_VERIFIED = "not verified"  # a check concerning PROD that could not run: never a pass, the gate stays closed
+BACKUP_FIX = "invoke db.backup --env prod && invoke db.verify latest, then nox -s migrations"
 # squawk rules about style rather than locks or rewrites; everything else it reports fails the rung
 SQUAWK_EXCLUDED = (
     "prefer-robust-stmts",
@@ -78,16 +100,29 @@ class Check:
 @dataclass
 class Ladder:
     checks: list[Check] = field(default_factory=list)
+    files: MigrationFiles | None = None  # what the ladder ran on (read before the first rung)
+    prod: ProdFacts | None = None  # the PROD database its PROD check reached, and PROD's revision then
+    gate_open: bool = False  # a pass was recorded: no failure, every PROD check ran and passed
 
     def add(self, rung: str, name: str, ok: bool | None, detail: str = "", seconds: float | None = None) -> Check:
         status = SKIP if ok is None else (PASS if ok else FAIL)
-        check = Check(rung, name, status, detail, None if seconds is None else round(seconds, 3))
+        return self._append(Check(rung, name, status, detail, None if seconds is None else round(seconds, 3)))
+
+    def unverified(self, rung: str, name: str, detail: str) -> Check:
+        """A check concerning PROD that could not run: reported, and the gate stays closed."""
+        return self._append(Check(rung, name, NOT_VERIFIED, detail))
+
+    def _append(self, check: Check) -> Check:
         self.checks.append(check)
         return check
 
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def not_verified(self) -> list[Check]:
+        return [c for c in self.checks if c.status == NOT_VERIFIED]
 
 
 def _ordered(script: ScriptDirectory) -> list[Script]:
@@ -237,8 +272,8 @@ def _one_line(exc: BaseException) -> str:
 # -- rung 3: STG, a throwaway clone ---------------------------------------------------------------------
 def _clone(settings: Settings, source: Cleared, into: Cleared) -> None:
     bindir = require_bindir(settings.values, ("pg_dump", "pg_restore"))
-    with tempfile.TemporaryDirectory(prefix="ladder-") as tmp:
-        archive = Path(tmp) / "clone.dump"
+    with private_folder("ladder") as tmp:  # STG's data: gone on every exit path, swept after a kill
+        archive = tmp / "clone.dump"
         source.run_tool(bindir, "pg_dump", ["--format=custom", f"--file={archive}"])
         restore_archive(bindir, archive, into, len(list_archive(bindir, archive).data_tables), None)
 
@@ -304,18 +339,15 @@ def lint(sql_text: str) -> list[dict[str, Any]]:
     binary = squawk_binary()
     if binary is None:
         raise OpsError("squawk is not installed", "pip install squawk-cli")
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as fh:
-        fh.write(sql_text)
-        path = fh.name
-    try:
+    with private_folder("squawk") as folder:
+        path = private_file(folder, "pending.sql", sql_text)
         proc = subprocess.run(
-            [binary, "--reporter", "json", "--pg-version", "15.0", "--exclude", ",".join(SQUAWK_EXCLUDED), path],
+            [binary, "--reporter", "json", "--pg-version", "15.0", "--exclude", ",".join(SQUAWK_EXCLUDED), str(path)],
+            env=clean_environment(os.environ),
             capture_output=True,
             text=True,
             check=False,
         )
-    finally:
-        Path(path).unlink(missing_ok=True)
     try:  # squawk exits 1 when it found something, 2 (and prints no JSON) when it could not run
         found = json.loads(proc.stdout) if proc.stdout.strip() else None
     except ValueError:
@@ -325,16 +357,23 @@ def lint(sql_text: str) -> list[dict[str, Any]]:
     return list(found)
 
 
-def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clearance: Clearance) -> str | None:
+def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clearance: Clearance) -> ProdFacts | None:
+    """PROD's identity and revision (None: PROD could not be read); every other check only where that worked."""
     rung = "4 PROD check"
     try:
         prod = clearance.db(PROD_CHECK)
         with prod.connect(read_only=True) as conn:
-            current = current_revision(conn)
+            facts = read_prod_facts(conn)
             read_only = conn.execute("SHOW transaction_read_only").fetchone()
+            empty = facts.revision is None and not _holds_objects(conn)
     except OpsError as exc:
-        ladder.add(rung, "PROD reachable through a read-only session", None, f"skipped: {exc.message}")
+        ladder.unverified(
+            rung,
+            "PROD reachable through a read-only session",
+            f"{exc.one_line()} (so its pending revisions, squawk and the rehearsal did not run)",
+        )
         return None
+    current = facts.revision
     ladder.add(rung, "PROD reachable through a read-only session", read_only == ("on",), prod.masked())
     if current is not None:
         try:
@@ -349,7 +388,7 @@ def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clear
                 f"PROD is at {current}, which these migration files do not know: the code is behind "
                 "(pull the newest migrations) or has diverged (a revision was removed or rewritten)",
             )
-            return current
+            return facts
         ancestors = {r.revision for r in script.walk_revisions("base", "heads")}
         on_path = current in {r.revision for r in script.iterate_revisions("heads", "base")}
         ladder.add(
@@ -365,7 +404,7 @@ def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clear
     ]
     ladder.add(rung, "pending revisions for PROD", True, ", ".join(pending) if pending else "none: PROD is at head")
     if not pending:
-        return current
+        return facts
     text = offline_sql(settings, current)
     timeouts = "SET lock_timeout" in text and "SET statement_timeout" in text
     ladder.add(
@@ -386,50 +425,105 @@ def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clear
         )
     except OpsError as exc:
         ladder.add(rung, "squawk finds no locking or rewrite hazard", False, exc.one_line())
-    _rehearse(settings, script, ladder, rung, clearance.target)
-    return current
+    _rehearse(settings, script, ladder, rung, clearance.target, facts, empty)
+    return facts
 
 
-def _rehearse(settings: Settings, script: ScriptDirectory, ladder: Ladder, rung: str, server: Cleared) -> None:
-    verified = [b for b in list_backups(settings.backups_dir, "prod") if b.verified_at]
+def _holds_objects(conn: Connection) -> bool:
+    """Whether the database holds any table, view or sequence of its own (the tools' stamp schema aside)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND n.nspname NOT IN ('pg_catalog', "
+        "'information_schema', %s) AND n.nspname NOT LIKE 'pg\\_%%')",
+        (STAMP_SCHEMA,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+REHEARSAL = "rehearsal on the newest verified PROD backup"
+
+
+def _rehearse(
+    settings: Settings,
+    script: ScriptDirectory,
+    ladder: Ladder,
+    rung: str,
+    server: Cleared,
+    prod: ProdFacts,
+    empty: bool,
+) -> None:
+    """The pending revisions applied to a restored copy of PROD's newest verified backup, on INT's server.
+
+    The backup must be of this PROD database at the revision PROD is at now, so the rehearsal runs
+    what PROD will run, on PROD's data. An empty PROD (at base, no tables) needs none: the INT rung,
+    from empty, was its rehearsal. Anything else is not verified, with the commands that fix it.
+    """
+    if empty:
+        ladder.add(rung, REHEARSAL, True, "not needed: PROD is empty (at base, no tables), like INT's from-empty run")
+        return
+    verified = [
+        b
+        for b in list_backups(settings.backups_dir, "prod")
+        if b.verified_at and b.manifest.get("database") == prod.database
+    ]
     if not verified:
-        ladder.add(
-            rung,
-            "rehearsal on the newest verified PROD backup",
-            None,
-            "skipped: no verified PROD backup (invoke db.backup --env prod, then db.verify latest)",
-        )
+        ladder.unverified(rung, REHEARSAL, f"no verified backup of PROD's '{prod.database}' here ({BACKUP_FIX})")
         return
     backup = verified[-1]
+    at = backup.manifest.get("revision")
+    if at != prod.revision:
+        ladder.unverified(
+            rung,
+            REHEARSAL,
+            f"the newest verified PROD backup, {backup.path.name}, is at {at or 'base'} and PROD is at "
+            f"{prod.revision or 'base'} ({BACKUP_FIX})",
+        )
+        return
     bindir = require_bindir(settings.values, ("pg_restore",))
     with _scratch_on(server, "ladder_rehearsal", "ladder") as scratch:
         restore_archive(bindir, backup.path, scratch, len(list_archive(bindir, backup.path).data_tables), None)
-        ladder.add(rung, f"rehearsal: {backup.path.name} restored", True, f"at {backup.manifest.get('revision')}")
-        _climb(settings, script, scratch, ladder, rung + " (rehearsal)", backup.manifest.get("revision"))
+        ladder.add(rung, f"rehearsal: {backup.path.name} restored", True, f"at {at or 'base'}")
+        _climb(settings, script, scratch, ladder, rung + " (rehearsal)", at)
 
 
 # -- the whole ladder ----------------------------------------------------------------------------------
+GATE = "5 gate"
+
+
 def climb(settings: Settings, clearance: Clearance, out: Output) -> Ladder:
-    """Every rung, each on the databases `clearance` (the 'ladder' row's) cleared for it."""
-    ladder = Ladder()
+    """Every rung, each on the databases `clearance` (the 'ladder' row's) cleared for it; then the gate."""
+    ladder = Ladder(files=MigrationFiles.on_disk(settings))
     script = rung_history(settings, ladder)
     if script is None:
         return ladder
     rung_int(settings, script, ladder, clearance.target)
     if not ladder.failed:
         rung_stg(settings, script, ladder, clearance, out)
-    prod_revision = rung_prod(settings, script, ladder, clearance)
-    if not ladder.failed:
-        entry = record_pass(settings, prod_revision)
-        ladder.add("5 gate", "passing ladder recorded", True, f"head {entry.head}, files {entry.digest[:12]}…")
-    else:
-        ladder.add("5 gate", "passing ladder recorded", False, f"{len(ladder.failed)} check(s) failed: not recorded")
+    ladder.prod = rung_prod(settings, script, ladder, clearance)
+    _gate(settings, ladder)
     return ladder
+
+
+def _gate(settings: Settings, ladder: Ladder) -> None:
+    """Record a pass only for a ladder with no failure whose every PROD check ran and passed."""
+    name = "passing ladder recorded"
+    assert ladder.files is not None
+    if MigrationFiles.on_disk(settings) != ladder.files:
+        ladder.add(GATE, "the migration files did not change while the ladder ran", False, "run the ladder again")
+    if ladder.failed:
+        ladder.add(GATE, name, False, f"{len(ladder.failed)} check(s) failed: not recorded")
+    elif ladder.not_verified or ladder.prod is None:
+        count = len(ladder.not_verified)
+        ladder.unverified(GATE, name, f"PROD not verified ({count} check(s)): not recorded, PROD stays closed")
+    else:
+        entry = record_pass(settings, ladder.files, ladder.prod)
+        ladder.gate_open = True
+        ladder.add(GATE, name, True, f"head {entry.files.head}, files {entry.files.digest[:12]}…")
 
 
 def show(out: Output, ladder: Ladder) -> None:
     table = new_table("migration ladder: INT -> STG -> PROD check", "rung", "check", "result", "time", "detail")
-    styles = {PASS: "green", FAIL: "bold red", SKIP: "yellow"}
+    styles = {PASS: "green", FAIL: "bold red", SKIP: "yellow", NOT_VERIFIED: "bold yellow"}
     for c in ladder.checks:
         add_row(
             table,
@@ -442,17 +536,27 @@ def show(out: Output, ladder: Ladder) -> None:
     out.table(table)
 
 
-def report(settings: Settings, ladder: Ladder, path: Path) -> None:
-    text = json.dumps(
-        {
-            "passed": not ladder.failed,
-            "digest": migrations_digest(settings),
-            "checks": [asdict(c) for c in ladder.checks],
-        },
-        indent=2,
-    )
+def report_body(ladder: Ladder) -> dict[str, Any]:
+    """What the report says (before it is signed): the gate, the facts it is bound to, every check."""
+    files = ladder.files
+    return {
+        "format": REPORT_FORMAT,
+        "gate": "open" if ladder.gate_open else "closed",
+        "passed": not ladder.failed,
+        "digest": files.digest if files else None,
+        "head": files.head if files else None,
+        "prod": asdict(ladder.prod) if ladder.prod else None,
+        "failed": [f"{c.rung}: {c.name}: {c.detail}" for c in ladder.failed],
+        "not_verified": [f"{c.rung}: {c.name}: {c.detail}" for c in ladder.not_verified],
+        "checks": [asdict(c) for c in ladder.checks],
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "engine": __version__,
+    }
+
+
+def report(ladder: Ladder, path: Path, key: bytes | None) -> None:
     try:
-        path.write_text(text + "\n")
+        write_report(path, sign(report_body(ladder), key))
     except OSError as exc:
         raise Failed(
             f"the ladder's report {path} could not be written ({exc.strerror})", "pass --report a writable path"
@@ -461,14 +565,25 @@ def report(settings: Settings, ladder: Ladder, path: Path) -> None:
 
 def ladder_task(ctx: TaskContext, *, report_path: str | None) -> int:
     """The ladder under the guard; --apply-stg reaches it as the APPLY_STG grant (the run's option apply_stg)."""
+    key = report_key(ctx.settings) if report_path else None  # a bad key is refused before any work
     ladder = climb(ctx.settings, ctx.clearance, ctx.out)
     show(ctx.out, ladder)
     if report_path:
-        report(ctx.settings, ladder, Path(report_path))
+        report(ladder, Path(report_path), key)
         ctx.out.info(f"report written to {report_path}")
+        if key is None:
+            ctx.out.warn(
+                f"the report is not signed ({KEY_VARIABLE} is not set): db.migrate --ladder-report will refuse it"
+            )
     ctx.facts["failed"] = [f"{c.rung}: {c.name}" for c in ladder.failed]
+    ctx.facts["not_verified"] = [f"{c.rung}: {c.name}" for c in ladder.not_verified]
     if ladder.failed:
         ctx.out.error(f"the ladder failed: {len(ladder.failed)} check(s)")
+        return 1
+    if not ladder.gate_open:
+        first = next((c for c in ladder.not_verified if c.rung != GATE), None)
+        why = f"{first.name}: {first.detail}" if first else "PROD's checks did not run"
+        ctx.out.error(f"PROD was not verified, so db.migrate --env prod stays closed ({why})")
         return 1
     ctx.out.ok("the ladder passed; db.migrate --env prod is open for exactly these migration files")
     return 0
@@ -477,7 +592,7 @@ def ladder_task(ctx: TaskContext, *, report_path: str | None) -> int:
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     """`nox -s migrations -- [--report FILE] [--apply-stg]`."""
     parser = argparse.ArgumentParser(prog="nox -s migrations --")
-    parser.add_argument("--report", help="also write the results as JSON to this file")
+    parser.add_argument("--report", help="also write the results as JSON to this file (signed with LADDER_REPORT_KEY)")
     parser.add_argument("--apply-stg", action="store_true", help="migrate STG itself after its clone passed")
     args = parser.parse_args(argv)
     for noisy in ("alembic", "faker", "sqlalchemy"):  # nox turns every logger up to DEBUG

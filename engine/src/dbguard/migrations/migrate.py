@@ -1,13 +1,16 @@
 """db.migrate (and the plain `alembic` CLI): pending revisions first, then upgrade or downgrade.
 
 STG is backed up first; PROD needs the typed database name, a backup, and a passing ladder for
-exactly these migration files. One schema change per database at a time (advisory lock), each
-run with lock_timeout and statement_timeout so it never queues behind production traffic.
+exactly these migration files and this PROD at its revision now (this machine's record, or the
+ladder's report with --ladder-report: dbguard.ladder.gate). One schema change per database at a
+time (advisory lock), each run with lock_timeout and statement_timeout so it never queues behind
+production traffic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
@@ -18,7 +21,7 @@ from dbguard.cli.console import add_row, new_table
 from dbguard.cli.runner import TaskContext, run_task
 from dbguard.errors import Refused
 from dbguard.guard.locks import exclusive
-from dbguard.ladder.gate import check_gate
+from dbguard.ladder.gate import check_gate, read_prod_facts
 from dbguard.migrations.history import current_revision, script_directory
 from dbguard.migrations.schema import downgrade, upgrade
 from dbguard.settings import Settings
@@ -55,12 +58,14 @@ def plan_steps(script: ScriptDirectory, current: str | None, destination: str) -
     return "upgrade", list(reversed([s for s in steps if s != current]))
 
 
-def migrate_task(ctx: TaskContext, to: str | None = None) -> int:
+def migrate_task(ctx: TaskContext, to: str | None = None, ladder_report: str | None = None) -> int:
+    """`ladder_report`: for PROD, the ladder's report from another machine, checked in place of this one's record."""
     settings, target, out, rule = ctx.settings, ctx.target, ctx.out, ctx.clearance.rule
     script = script_directory(settings)
     destination = resolve_destination(script, to)
     with target.connect(read_only=True) as reading:
         current = current_revision(reading)
+        prod = read_prod_facts(reading) if rule.needs_ladder else None
     direction, steps = plan_steps(script, current, destination)
     ctx.facts.update({"from": current, "to": destination, "direction": direction, "steps": steps})
     if not steps:
@@ -70,9 +75,12 @@ def migrate_task(ctx: TaskContext, to: str | None = None) -> int:
     for i, rev in enumerate(steps, 1):
         add_row(table, str(i), rev, script.get_revision(rev).doc or "")
     out.table(table)
-    if rule.needs_ladder:
-        gate = check_gate(settings)
-        out.info(f"ladder passed for these migration files at {gate.passed_at}")
+    if prod is not None:
+        gate = check_gate(settings, prod, Path(ladder_report) if ladder_report else None)
+        where = f" (report {ladder_report})" if ladder_report else ""
+        out.info(f"ladder passed for these migration files and this PROD at {gate.passed_at}{where}")
+    elif ladder_report:
+        out.info(f"--ladder-report is read for PROD only; {ctx.tier.value.upper()} needs no ladder")
     if ctx.dry_run:
         out.plan(
             ("back up, then " if rule.backup_first else "") + f"{direction} {len(steps)} revision(s) "
@@ -102,7 +110,8 @@ def alembic_cli_task(
     def body(ctx: TaskContext) -> int:
         if operation == "migrate":
             if ctx.clearance.rule.needs_ladder:
-                check_gate(ctx.settings)
+                with ctx.target.connect(read_only=True) as reading:
+                    check_gate(ctx.settings, read_prod_facts(reading))
             with exclusive(ctx.target, "migrate"):
                 if ctx.clearance.rule.backup_first:
                     backup = take_backup(ctx.settings, ctx.target, ctx.out, reason=f"before alembic {command}")
