@@ -42,6 +42,12 @@ def test_prod_is_migrated_only_with_the_ladders_report_behind_a_manual_approval(
     assert downloads and migrate and downloads[0] < migrate[0]
     assert "--ladder-report ladder.json" in steps[migrate[0]]["run"]
     assert "secrets." in deploy["env"]["PROD_DATABASE_URL"]  # the write credential lives in the environment's secrets
+    # the report is signed and checked with one key from the jobs' secrets; the rehearsal has its verified backup
+    assert all("secrets." in jobs[j]["env"]["LADDER_REPORT_KEY"] for j in ("ladder", "deploy"))
+    ladder_runs = [s.get("run", "") for s in jobs["ladder"]["steps"]]
+    backup = [i for i, r in enumerate(ladder_runs) if "db.backup --env prod" in r and "db.verify latest" in r]
+    climb = [i for i, r in enumerate(ladder_runs) if "nox -s migrations" in r]
+    assert backup and climb and backup[0] < climb[0]
 
 
 def test_pre_commit_runs_ruff_mypy_and_the_secret_scan() -> None:
