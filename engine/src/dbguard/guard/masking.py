@@ -15,8 +15,9 @@ _MIN_LITERAL = 4  # shorter secrets would garble ordinary text; the patterns sti
 
 _known_secrets: set[str] = set()
 
-# scheme://user:password@host  (password may be empty or contain anything but '@' and space)
-_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]*)(?=@)")
+# scheme://user:password@host  (password may be empty or hold anything but space, a raw '@', ':' or '/'
+# included: everything up to the last '@' of the word is masked, so no part of it is ever shown)
+_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>\S*)(?=@)")
 # ?password=... or &password=... in a URL query string
 _QUERY_PASSWORD = re.compile(r"(?i)(?P<head>[?&;](?:password|sslpassword)=)(?P<secret>[^&#\s]*)")
 # libpq key=value strings and shell-style assignments: password=secret, password = 'a b', PGPASSWORD=x
