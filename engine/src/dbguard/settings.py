@@ -36,6 +36,7 @@ DEFAULTS: dict[str, str] = {
     "SANITIZE_POLICY": "",  # empty: the [tool.dbguard] sanitize_policy entry
     "SANITIZE_SALT_FILE": ".local/sanitize-salt",
     "STG_TARGET_IS_SAFE": "",
+    "STG_UNDO_KEEP": "2",
     "SWAP_WAIT_SECONDS": "10",
 }
 
@@ -90,6 +91,11 @@ class Settings:
     @property
     def backup_keep(self) -> int:
         return int(self.get("BACKUP_KEEP"))
+
+    @property
+    def stg_undo_keep(self) -> int:
+        """How many undo points of STG (databases set aside by a reset, restore or refresh) are kept."""
+        return max(1, int(self.get("STG_UNDO_KEEP")))
 
     @property
     def env_file(self) -> Path:

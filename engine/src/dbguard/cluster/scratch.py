@@ -5,6 +5,11 @@ keyed by its name is held on the server. Whatever holds no lock is a leftover fr
 and the next run drops it. The swap renames the live database away and the new one into its
 place inside one transaction, so clients see either the old database or the new one.
 
+Undo points: a swap may keep the database it replaces as `<target>__previous`, renamed, not copied
+(it costs nothing however large it is). The one kept before becomes `<target>__undo_<UTC time>`
+in the same transaction, and the oldest beyond the number to keep are dropped afterwards. Each undo
+point carries a comment (`COMMENT ON DATABASE`, JSON): when it was set aside and before what.
+
 Every function here works on a connection to the server's maintenance database that the guard's
 clearance opened (`dbguard.guard.cleared`); none opens one itself.
 """
@@ -12,8 +17,11 @@ clearance opened (`dbguard.guard.cleared`); none opens one itself.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
@@ -25,6 +33,8 @@ from dbguard.guard.locks import LOCK_NAMESPACE
 
 MAINTENANCE_DATABASES = ("postgres", "template1")
 MAX_NAME = 63
+PREVIOUS = "previous"  # <target>__previous: the newest undo point
+UNDO = "undo"  # <target>__undo_<UTC time>: older ones
 
 
 def scratch_name(live: str, purpose: str) -> str:
@@ -85,14 +95,76 @@ def create_scratch(conn: Connection, live: str, purpose: str, *, template: str, 
     return name
 
 
+def sibling_name(live: str, suffix: str) -> str:
+    """`<live>__<suffix>`, shortened like `scratch_name` when that would be too long for PostgreSQL."""
+    name = f"{live}__{suffix}"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(live.encode()).hexdigest()[:8]
+        name = f"{live[: MAX_NAME - len(suffix) - 11]}_{digest}__{suffix}"
+    return name
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+@dataclass(frozen=True)
+class UndoPoint:
+    """A database a swap set aside: `<live>__previous` or `<live>__undo_<time>`."""
+
+    name: str
+    taken_at: str  # ISO time it was set aside ("" when its comment is missing)
+    before: str  # what replaced it: "refresh-staging", "reset", "restore of ..."
+    size_bytes: int
+
+
+def undo_note(before: str) -> str:
+    return json.dumps({"taken_at": datetime.now(UTC).isoformat(timespec="seconds"), "before": before})
+
+
+def undo_points(conn: Connection, live: str) -> list[UndoPoint]:
+    """The undo points of `live` on this server, newest first (any connection to the server will do)."""
+    rows = conn.execute(
+        "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), ''), "
+        "CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid) END "
+        "FROM pg_database WHERE datname = %s OR datname LIKE %s",
+        (sibling_name(live, PREVIOUS), _like_prefix(sibling_name(live, UNDO + "_"))),
+    ).fetchall()
+    found = []
+    for name, comment, size in rows:
+        try:
+            note = dict(json.loads(str(comment)))
+        except ValueError:
+            note = {}
+        found.append(UndoPoint(str(name), str(note.get("taken_at", "")), str(note.get("before", "")), int(size or 0)))
+    previous = sibling_name(live, PREVIOUS)
+    return sorted(found, key=lambda p: (p.name == previous, p.taken_at), reverse=True)
+
+
+def _older_name(conn: Connection, live: str, point: UndoPoint | None) -> str:
+    stamp = (point.taken_at if point and point.taken_at else datetime.now(UTC).isoformat()).replace("-", "")
+    base = sibling_name(live, f"{UNDO}_{stamp.replace(':', '')[:15]}")
+    name, n = base, 1
+    while database_exists(conn, name):
+        n += 1
+        name = f"{base[: MAX_NAME - 3]}_{n}"
+    return name
+
+
 def rename_atomically(
-    conn: Connection, renames: list[tuple[str, str]], *, wait_seconds: float, out: Output | None
+    conn: Connection,
+    renames: list[tuple[str, str]],
+    *,
+    wait_seconds: float,
+    out: Output | None,
+    comments: dict[str, str | None] | None = None,
 ) -> None:
     """Apply every (old, new) rename in one transaction, after the databases involved have no sessions.
 
     Sessions are waited for (up to `wait_seconds`), then terminated, with a line saying so: a database
     cannot be renamed under open sessions, and waiting forever would let one idle client block the
-    operation. Apps reconnect and find the new database under the old name.
+    operation. Apps reconnect and find the new database under the old name. `comments` (by the new
+    names) are set in the same transaction.
     """
     involved = sorted({old for old, _ in renames})
     deadline = time.monotonic() + wait_seconds
@@ -116,6 +188,10 @@ def rename_atomically(
                     conn.execute(
                         sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
                     )
+                for name, comment in (comments or {}).items():
+                    conn.execute(
+                        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
+                    )
             return
         except psycopg.errors.ObjectInUse:
             time.sleep(0.1)
@@ -126,24 +202,53 @@ def rename_atomically(
 
 
 def swap_in(
-    conn: Connection, live: str, replacement: str, *, keep_old_as: str | None, wait_seconds: float, out: Output | None
+    conn: Connection,
+    live: str,
+    replacement: str,
+    *,
+    keep_old_as: str | None,
+    wait_seconds: float,
+    out: Output | None,
+    keep: int = 1,
+    note: str = "",
 ) -> str:
-    """Put `replacement` in place of `live` atomically; the old one is dropped, or kept as `keep_old_as`."""
+    """Put `replacement` in place of `live` atomically; the old one is dropped, or kept as `keep_old_as`.
+
+    Kept: the one `keep_old_as` held becomes `<live>__undo_<time>` when `keep` > 1 (dropped otherwise),
+    and of the undo points, the newest `keep` stay (see the module's opening).
+    """
     old = keep_old_as or scratch_name(live, "old")
     exists = database_exists(conn, live)
-    if keep_old_as and exists:
-        drop_database(conn, keep_old_as)  # the copy kept by the previous swap makes room for this one
-    renames = ([(live, old)] if exists else []) + [(replacement, live)]
-    rename_atomically(conn, renames, wait_seconds=wait_seconds, out=out)
+    renames: list[tuple[str, str]] = []
+    if keep_old_as and exists and database_exists(conn, keep_old_as):
+        if keep > 1:
+            kept = next((p for p in undo_points(conn, live) if p.name == keep_old_as), None)
+            renames.append((keep_old_as, _older_name(conn, live, kept)))
+        else:
+            drop_database(conn, keep_old_as)  # the copy kept by the previous swap makes room for this one
+    renames += ([(live, old)] if exists else []) + [(replacement, live)]
+    comments: dict[str, str | None] = {old: undo_note(note)} if keep_old_as and exists else {}
+    rename_atomically(conn, renames, wait_seconds=wait_seconds, out=out, comments=comments)
     if exists and not keep_old_as:
         drop_database(conn, old)
+    if keep_old_as:
+        for point in undo_points(conn, live)[max(keep, 1) :]:
+            drop_database(conn, point.name)
+            if out is not None:
+                out.info(f"dropped the undo point {point.name} ({point.before or 'older'}): {keep} are kept")
     return old
 
 
 def exchange(conn: Connection, a: str, b: str, *, wait_seconds: float, out: Output | None) -> None:
-    """Swap the names of two databases atomically (db.refresh-staging --undo)."""
+    """Swap the names of two databases atomically (db.refresh-staging --undo): `b` is now what `a` was."""
     parking = scratch_name(a, "exchange")
-    rename_atomically(conn, [(a, parking), (b, a), (parking, b)], wait_seconds=wait_seconds, out=out)
+    rename_atomically(
+        conn,
+        [(a, parking), (b, a), (parking, b)],
+        wait_seconds=wait_seconds,
+        out=out,
+        comments={a: None, b: undo_note("undo")},
+    )
 
 
 def _sessions(conn: Connection, name: str) -> int:
