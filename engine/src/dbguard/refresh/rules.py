@@ -7,7 +7,7 @@ another rule:
     [tables.audit_events]          # a table with no model
     actor_email = "email"
     payload = "fixed:{}"
-    note = "sql:left(note, 0)"     # any SQL expression, evaluated inside PROD
+    note = "sql:left(note, 0)"     # one SQL expression over the table's columns (refresh/safe_sql.py)
     [skip]
     tables = ["sessions"]          # copied empty
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from dbguard.errors import Refused
 from dbguard.guard.connect import Connection
 from dbguard.pii import PII, pii_of
+from dbguard.refresh.safe_sql import Node, RuleSyntaxError, parse_expression
 from dbguard.settings import Settings
 
 RULE_KINDS = ("email", "name", "phone", "address", "free_text", "ip", "null", "fixed", "keep", "sql")
@@ -46,10 +47,17 @@ SAFE_TYPES = {"uuid", "oid"}
 ALWAYS_KEPT = {("public", "alembic_version")}  # the revision must equal PROD's
 
 
+SQL_RULE_FIX = (
+    "write one expression over the table's own columns, e.g. sql:left(note, 0); the functions and types it may "
+    "use are listed in docs/operations.md"
+)
+
+
 @dataclass(frozen=True)
 class Rule:
     kind: str
     argument: str = ""
+    expression: Node | None = None  # a `sql:` rule, parsed (refresh/safe_sql.py); the SQL is rendered from it
 
     @classmethod
     def parse(cls, text: str, where: str) -> Rule:
@@ -59,7 +67,13 @@ class Rule:
             raise Refused(f"unknown sanitizing rule '{text}' for {where}", f"use one of: {', '.join(RULE_KINDS)}")
         if kind in {"fixed", "sql"} and not argument:
             raise Refused(f"rule '{kind}' for {where} needs a value ('{kind}:...')", "fix the policy file")
-        return cls(kind, argument)
+        if kind != "sql":
+            return cls(kind, argument)
+        try:
+            expression = parse_expression(argument)
+        except RuleSyntaxError as exc:
+            raise Refused(f"the sql: rule for {where} is not one SQL expression: {exc}", SQL_RULE_FIX) from None
+        return cls(kind, argument, expression)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.argument}" if self.argument else self.kind
@@ -180,8 +194,16 @@ def check_coverage(policy: Policy, tables: list[LiveTable]) -> Coverage:
             coverage.unclassified_tables.append(table.qualified)
             continue
         rules: dict[str, Rule] = {}
+        names = {c.name for c in table.columns}
         for column in table.columns:
             rule = declared.get(column.name)
+            unknown = sorted(rule.expression.columns() - names) if rule and rule.expression else []
+            if unknown:
+                raise Refused(
+                    f"the sql: rule for {table.qualified}.{column.name} names {', '.join(unknown)}, not a column "
+                    f"of {table.qualified}",
+                    SQL_RULE_FIX,
+                )
             if rule is None and may_default_to_keep(column):
                 rule = Rule("keep")
             if rule is None:
