@@ -13,9 +13,9 @@ from dbguard.settings import load_settings
 
 from tests.support.clusters import ThrowawayCluster
 from tests.support.project import FIXTURE_ROOT, PROJECT
-from tests.support.setup import Tiers, make_tiers
+from tests.support.setup import PROD_OWNER_PASSWORD, PROD_PASSWORD, Tiers, make_tiers
 
-PROD_PASSWORD = "prod-Secret-9f3a"
+__all__ = ["PROD_OWNER_PASSWORD", "PROD_PASSWORD"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -50,8 +50,11 @@ def local_server() -> Iterator[ThrowawayCluster]:
 
 @pytest.fixture(scope="session")
 def prod_server() -> Iterator[ThrowawayCluster]:
-    """The PROD server: a separate cluster demanding a password and TLS, listening on 127.0.0.1 and 127.0.0.2."""
-    cluster = ThrowawayCluster("prod", password=PROD_PASSWORD, tls=True, listen=("127.0.0.1", "127.0.0.2")).start()
+    """The PROD server: a separate cluster demanding a password and TLS, listening on 127.0.0.1 and 127.0.0.2;
+    `app` is the tools' read-only role, `app_owner` the write role."""
+    cluster = ThrowawayCluster(
+        "prod", password=PROD_PASSWORD, owner_password=PROD_OWNER_PASSWORD, tls=True, listen=("127.0.0.1", "127.0.0.2")
+    ).start()
     yield cluster
     cluster.destroy()
 

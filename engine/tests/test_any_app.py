@@ -55,7 +55,7 @@ def test_a_renamed_app_with_another_schema_runs_the_whole_cycle(tiers: Tiers, tm
     assert "the ladder passed" in cli("db.ladder")
     cli("db.migrate", "--env", "prod", "--confirm", prod_name)
     assert tiers.sql(Tier.PROD, "SELECT version_num FROM alembic_version") == "0001"
-    with psycopg.connect(tiers.urls[Tier.PROD]) as prod:  # PROD's own app writes its data, not the tools
+    with psycopg.connect(tiers.owner_url(Tier.PROD)) as prod:  # PROD's own app writes its data, not the tools
         prod.execute(
             "INSERT INTO members (card_email, display_name, mobile, joined_on) "
             "SELECT 'reader' || i || '@real.example', 'Reader ' || i, '+1 555 01' || i, current_date "

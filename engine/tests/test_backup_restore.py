@@ -157,7 +157,17 @@ def test_restore_prod_backup_into_stg_is_restamped_stg(tiers: Tiers, tmp_path: P
     proc = invoke_cli("db.restore", "--env", "stg", "--from", prod_dump.name, env=env)
     assert proc.returncode == 2 and "is a PROD backup" in proc.stderr and "db.refresh-staging" in proc.stderr
     proc = invoke_cli("db.restore", "--env", "stg", "--from", prod_dump.name, "--allow-prod-data", env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "allowed only at an interactive terminal" in proc.stderr  # the flag alone: no
+    from dbguard.backup.restore import restore_task
+
+    result = run(  # a human at a terminal who types PROD's database name
+        tiers.settings,
+        "restore",
+        "stg",
+        human(tiers.names[Tier.PROD]),
+        lambda ctx: restore_task(ctx, prod_dump.name, allow_prod_data=True),
+    )
+    assert result.code == EXIT_OK, result.text
     assert digest(tiers, Tier.STG) == digest(tiers, Tier.PROD)
     assert (
         tiers.sql(Tier.STG, "SELECT tier || ' ' || database_name FROM dbguard.tier_stamp")

@@ -1,5 +1,7 @@
 """A canary password in every URL; every task run, allowed and refused; the canary found nowhere.
 
+The PROD write password (what PROD_WRITE_PASSWORD_COMMAND prints for PROD writes) is a second canary.
+
 Not in stdout or stderr, the audit log, backup manifests or any file the tools write, exception
 texts (DB_TOOLS_DEBUG=1 would print tracebacks), or the argv of any child process: every
 PostgreSQL binary the tools start is a wrapper that records its argv and environment keys.
@@ -14,7 +16,7 @@ from pathlib import Path
 from dbguard.guard.tiers import Tier
 
 from tasks import namespace
-from tests.conftest import PROD_PASSWORD
+from tests.conftest import PROD_OWNER_PASSWORD, PROD_PASSWORD
 from tests.support.cli import invoke_cli
 from tests.support.project import PROJECT
 from tests.support.setup import Tiers, state_values
@@ -72,6 +74,8 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
         (["db.down", "--dry-run"], {}),
         (["db.stamp", "--env", "stg", "--dry-run"], {}),
         (["db.stamp", "--env", "prod", "--confirm", "nope"], {}),
+        (["db.prod-reader", "--dry-run"], {}),
+        (["db.prod-reader"], {}),
         (["db.migrate", "--env", "int"], {}),
         (["db.migrate", "--env", "stg"], {}),
         (["db.migrate", "--env", "prod", "--confirm", prod_db], {}),
@@ -116,9 +120,12 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
     assert 0 in codes and 2 in codes  # allowed and refused runs both happened
     argv = log.read_text()
     assert "pg_dump" in argv and "pg_restore" in argv and "psql" in argv  # the wrappers really were used
-    leaks = [text for text in outputs if CANARY in text]
-    assert not leaks, leaks[0][:500]
-    assert CANARY not in argv and "PGPASSWORD-IN-ENV" not in argv
+    for secret in (CANARY, PROD_OWNER_PASSWORD):
+        leaks = [text for text in outputs if secret in text]
+        assert not leaks, leaks[0][:500]
+        assert secret not in argv
+    assert "PGPASSWORD-IN-ENV" not in argv
     for path in tmp_path.rglob("*"):
         if path.is_file() and path != log and path.suffix != ".dump":
-            assert CANARY.encode() not in path.read_bytes(), f"canary in {path}"
+            for secret in (CANARY, PROD_OWNER_PASSWORD):
+                assert secret.encode() not in path.read_bytes(), f"a password in {path}"

@@ -155,7 +155,8 @@ def test_a_coding_agent_needs_human_consent_for_prod(tiers: Tiers) -> None:
     result = run(tiers.settings, "migrate", "prod", robot(agent="claude-code"), write_marker, confirm=db)
     assert result.code == EXIT_REFUSED and not result.ran
     assert "asked for by an automated agent (claude-code); it needs a human's consent" in result.stderr
-    assert f"DB_HUMAN_CONSENT={db}" in result.stderr
+    assert "stop and ask a human" in result.stderr
+    assert "DB_HUMAN_CONSENT=" not in result.stderr and db not in result.stderr  # no value an agent could copy
     wrong = run(
         tiers.settings, "migrate", "prod", robot(agent="codex", consent="some_other_db"), write_marker, confirm=db
     )

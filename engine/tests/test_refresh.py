@@ -204,7 +204,7 @@ def test_refresh_while_prod_takes_writes_is_consistent(prod_and_stg: Tiers, tmp_
     written = [0]
 
     def writer() -> None:
-        with psycopg.connect(tiers.urls[Tier.PROD], autocommit=True) as conn:
+        with psycopg.connect(tiers.owner_url(Tier.PROD), autocommit=True) as conn:
             while not stop.is_set():
                 with conn.transaction():
                     uid = conn.execute(

@@ -1,9 +1,12 @@
 """Throwaway PostgreSQL clusters for tests: started from the machine's binaries, removed afterwards.
 
 Separate clusters stand in for separate servers. A cluster can listen on TCP, demand a password
-(scram-sha-256) and TLS with a self-signed certificate made here, like a managed PostgreSQL.
+(scram-sha-256) and TLS with a self-signed certificate made here, like a managed PostgreSQL. A cluster
+with a password has PROD's two roles: `app`, the read-only role the tools' PROD_DATABASE_URL uses
+(its grants are made per database, `tests.support.setup.grant_reader`), and `app_owner`, the
+write role (PROD_WRITE_USER) whose password only the PROD write credential's command prints.
 When the tests run as root, the server runs as the embedded default's unprivileged user (`postgres`,
-or one made for it on a bare machine), from a copy of the dbguard[server] wheel if it cannot reach it.
+or one made for it on a bare machine), from a copy of the guarded-db-engine[server] wheel if it cannot reach it.
 """
 
 from __future__ import annotations
@@ -55,10 +58,15 @@ def _owner_can_run(program: Path) -> bool:
     return bool(proc.returncode == 0)
 
 
+READER = "app"  # PROD_DATABASE_URL's role on a cluster with a password: it can only read
+OWNER = "app_owner"  # the write role (PROD_WRITE_USER): superuser, owns what the tools create
+
+
 @dataclass
 class ThrowawayCluster:
     name: str
-    password: str | None = None  # set: TCP connections need scram-sha-256 with this password for role "app"
+    password: str | None = None  # set: TCP connections need scram-sha-256; role "app" (read-only) has this one
+    owner_password: str | None = None  # role "app_owner" (the write role) has this one (default: derived)
     tls: bool = False  # set: TCP connections must use TLS (hostssl only; plain TCP is rejected)
     listen: tuple[str, ...] = ("127.0.0.1",)
     port: int = field(default_factory=free_port)
@@ -133,7 +141,13 @@ class ThrowawayCluster:
             str(self.bindir / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.base / "log"), "-w", "-t", "60"
         )
         if self.password:
-            self.psql("postgres", f"CREATE ROLE app LOGIN SUPERUSER PASSWORD '{self.password}'")
+            self.owner_password = self.owner_password or f"{self.password}-owner"
+            self.psql(
+                "postgres",
+                f"CREATE ROLE {READER} LOGIN PASSWORD '{self.password}'; "
+                f"ALTER ROLE {READER} SET default_transaction_read_only = on; "
+                f"CREATE ROLE {OWNER} LOGIN SUPERUSER PASSWORD '{self.owner_password}'",
+            )
         return self
 
     def _make_certificate(self) -> None:
@@ -192,9 +206,18 @@ class ThrowawayCluster:
         return f"postgresql://postgres@/{dbname}?host={self.socket_dir}&port={self.port}"
 
     def tcp_url(self, dbname: str, host: str = "127.0.0.1", sslmode: str | None = None) -> str:
-        auth = f"app:{self.password}@" if self.password else "postgres@"
+        """Over TCP as the tools connect: the read-only role `app` on a cluster with a password."""
+        auth = f"{READER}:{self.password}@" if self.password else "postgres@"
         query = f"?sslmode={sslmode}" if sslmode else ""
         return f"postgresql://{auth}{host}:{self.port}/{dbname}{query}"
+
+    def owner_url(self, dbname: str, host: str = "127.0.0.1", sslmode: str | None = None) -> str:
+        """Over TCP as the write role `app_owner` (what a PROD write credential reaches), for test set-up."""
+        sslmode = sslmode or ("require" if self.tls else None)
+        if not self.password:
+            return self.tcp_url(dbname, host, sslmode)
+        query = f"?sslmode={sslmode}" if sslmode else ""
+        return f"postgresql://{OWNER}:{self.owner_password}@{host}:{self.port}/{dbname}{query}"
 
     def stop(self) -> None:
         self._run(str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-w", check=False)

@@ -1,24 +1,52 @@
-"""Settings, callers and stamped databases for tests, built around throwaway clusters."""
+"""Settings, callers and stamped databases for tests, built around throwaway clusters.
+
+PROD is configured as the tools expect it: PROD_DATABASE_URL is the read-only role `app`, and PROD
+writes take the write role `app_owner` (PROD_WRITE_USER) with its password printed by
+PROD_WRITE_PASSWORD_COMMAND (`cat` of a private file outside every test's tmp_path).
+"""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from dbguard.guard.caller import Caller
 from dbguard.guard.connect import connect
+from dbguard.guard.credentials import reader_statements
 from dbguard.guard.stamp import write_stamp
 from dbguard.guard.targets import parse_database_url
 from dbguard.guard.tiers import Tier
 from dbguard.settings import Settings
 
-from tests.support.clusters import ThrowawayCluster
+from tests.support.clusters import OWNER, READER, ThrowawayCluster
 from tests.support.project import FIXTURE_ROOT
 
 _counter = itertools.count(1)
+PROD_PASSWORD = "prod-Secret-9f3a"  # the PROD cluster's read-only role's password, in every PROD_DATABASE_URL
+PROD_OWNER_PASSWORD = "prod-Owner-4e7b"  # the write role's: only PROD_WRITE_PASSWORD_COMMAND prints it
+
+
+@cache
+def _write_password_file() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="pgtest-secret-", dir="/var/tmp"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "prod-write-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(PROD_OWNER_PASSWORD + "\n")
+    return path
+
+
+def write_credential() -> dict[str, str]:
+    """PROD_WRITE_USER and PROD_WRITE_PASSWORD_COMMAND for the test PROD cluster (a secret manager's stand-in)."""
+    return {"PROD_WRITE_USER": OWNER, "PROD_WRITE_PASSWORD_COMMAND": f"cat {_write_password_file()}"}
 
 
 def base_environ() -> dict[str, str]:
@@ -28,14 +56,15 @@ def base_environ() -> dict[str, str]:
 
 
 def state_values(tmp: Path) -> dict[str, str]:
-    """Point every piece of local state (audit log, backups, embedded cluster...) into `tmp`."""
+    """Point every piece of local state (audit log, backups, embedded cluster...) into `tmp`; name the PROD
+    write credential (user and password command: no password is ever a value)."""
     return {
         "AUDIT_LOG": str(tmp / "logs" / "audit.jsonl"),
         "BACKUP_DIR": str(tmp / "backups"),
         "EMBEDDED_PG_DIR": str(tmp / "embedded"),
         "LADDER_RECORD": str(tmp / "ladder-passes.jsonl"),
         "SANITIZE_SALT_FILE": str(tmp / "salt"),
-    }
+    } | write_credential()
 
 
 def make_settings(tmp: Path, *, environ: dict[str, str] | None = None, **values: str) -> Settings:
@@ -79,8 +108,13 @@ class Tiers:
     prod: ThrowawayCluster
     names: dict[Tier, str]
 
+    def owner_url(self, tier: Tier) -> str:
+        """The URL test set-up writes through: PROD's write role for PROD (`urls` holds the tools' reader)."""
+        return self.prod.owner_url(self.names[tier]) if tier is Tier.PROD else self.urls[tier]
+
     def target(self, tier: Tier):  # type: ignore[no-untyped-def]
-        return parse_database_url(self.urls[tier], tier=tier, source=tier.url_variable)
+        """A plain target for test set-up (seeding, migrating PROD around the tools): PROD as its owner."""
+        return parse_database_url(self.owner_url(tier), tier=tier, source=tier.url_variable)
 
     def sql(self, tier: Tier, query: str) -> str:
         server = self.prod if tier is Tier.PROD else self.local
@@ -91,6 +125,20 @@ def stamp_url(url: str, tier: Tier, dbname: str) -> None:
     target = parse_database_url(url, tier=tier, source="test")
     with connect(target) as conn:
         write_stamp(conn, tier, dbname)
+
+
+def grant_reader(server: ThrowawayCluster, dbname: str) -> None:
+    """Make `app` a read-only role on `dbname` with the engine's own statements (db.prod-reader's), for what
+    the write role creates and for what tests create as postgres."""
+    if not server.password:
+        return
+    schemas = ["public", "dbguard"] if server.psql(dbname, "SELECT to_regnamespace('dbguard')") else ["public"]
+    statements = [s.as_string(None) for s in reader_statements(READER, OWNER, dbname, schemas, None, exists=True)]
+    statements += [
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT {kind} TO {READER}"
+        for kind in ("SELECT ON TABLES", "SELECT ON SEQUENCES", "USAGE ON SCHEMAS")
+    ]
+    server.psql(dbname, "; ".join(statements))
 
 
 def make_tiers(
@@ -110,11 +158,14 @@ def make_tiers(
         Tier.STG: local.socket_url(names[Tier.STG]),
         Tier.PROD: (prod_url or (lambda db: prod.tcp_url(db, sslmode="require")))(names[Tier.PROD]),
     }
+    tiers = Tiers(
+        make_settings(tmp).with_values(**{t.url_variable: u for t, u in urls.items()}), urls, local, prod, names
+    )
     if stamp:
-        for tier, url in urls.items():
-            stamp_url(url, tier, names[tier])
-    settings = make_settings(tmp).with_values(**{t.url_variable: u for t, u in urls.items()})
-    return Tiers(settings, urls, local, prod, names)
+        for tier in urls:
+            stamp_url(tiers.owner_url(tier), tier, names[tier])
+    grant_reader(prod, names[Tier.PROD])
+    return tiers
 
 
 @dataclass

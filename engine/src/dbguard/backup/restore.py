@@ -19,6 +19,7 @@ from dbguard.cluster.pgtools import require_bindir, tool_major_version
 from dbguard.errors import Refused
 from dbguard.failpoints import failpoint
 from dbguard.guard.connect import server_major_version
+from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
 from dbguard.reports.status import human_size
@@ -57,13 +58,17 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
     began = time.monotonic()
     backup = resolve_backup(settings.backups_dir, spec, tier.value)
     ctx.facts["from"] = backup.path.name
-    source_tier = str(backup.manifest.get("tier", backup.tier))
-    if source_tier == Tier.PROD.value and tier is not Tier.PROD and not allow_prod_data:
-        raise Refused(
-            f"{backup.path.name} is a PROD backup: restoring it into {tier.value.upper()} copies real "
-            "people's data there unsanitized",
-            "use invoke db.refresh-staging for a sanitized copy, or pass --allow-prod-data if you must",
-        )
+    source_tier = backup.tier  # file name and manifest, the more careful: a manifest's "PROD" is PROD
+    if source_tier == Tier.PROD.value and tier is not Tier.PROD:
+        if not allow_prod_data:
+            raise Refused(
+                f"{backup.path.name} is a PROD backup: restoring it into {tier.value.upper()} copies real "
+                "people's data there unsanitized",
+                "use invoke db.refresh-staging for a sanitized copy, or pass --allow-prod-data if you must",
+            )
+        name = str(backup.manifest.get("database") or backup.path.name)
+        action = f"copy the unsanitized data of PROD's '{name}' into {tier.value.upper()}"
+        authorize_step("restore-prod-data", tier, ctx.caller, name=name, action=action, dry_run=ctx.dry_run)
     listing = check_file(settings, backup)
     check_versions(ctx, backup)
     out.ok(

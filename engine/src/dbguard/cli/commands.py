@@ -70,7 +70,7 @@ def restore(ctx: TaskContext, *, from_: str, allow_prod_data: bool) -> int:
 def prune_backups(ctx: TaskContext, *, keep: int | None, yes: bool) -> int:
     from dbguard.backup.retention import prune_task
 
-    return prune_task(ctx.settings, ctx.out, keep=keep, yes=yes)
+    return prune_task(ctx.settings, ctx.out, keep=keep, yes=yes, caller=ctx.caller)
 
 
 def ladder(*, report: str | None, apply_stg: bool) -> int:

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from dbguard.cli.console import Output
 from dbguard.cluster.private_files import private_file, private_folder
 from dbguard.errors import Failed, Refused
@@ -233,7 +235,8 @@ def tool_environment(
     """Environment for a libpq tool aimed at `target`: password in a private passfile only."""
     env = clean_environment(os.environ if base is None else base)
     env["PGAPPNAME"] = "guarded-db-tools"
-    pgoptions = " ".join(o for o in (options, "-c default_transaction_read_only=on" if read_only else "") if o)
+    ours = (options, "-c default_transaction_read_only=on" if read_only else "")  # after the URL's: ours win
+    pgoptions = " ".join(o for o in (target.params.get("options", ""), *ours) if o)
     if pgoptions:
         env["PGOPTIONS"] = pgoptions
     if target.password is None:
@@ -246,8 +249,10 @@ def tool_environment(
 
 
 def tool_conninfo(target: Target) -> str:
-    """A connection string for argv: every setting of the target except the password."""
-    return target.conninfo(with_password=False)
+    """A connection string for argv: every setting of the target except secrets (password, sslpassword) and
+    `options`, which go into PGOPTIONS ahead of the tools' own, so a URL's options never replace a read-only one."""
+    settings = conninfo_to_dict(target.conninfo(with_password=False))
+    return make_conninfo("", **{k: v for k, v in settings.items() if k not in {"sslpassword", "options"}})
 
 
 def run_tool(

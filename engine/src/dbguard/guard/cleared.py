@@ -5,6 +5,9 @@ cell lets the operation open: its own target and each of the cell's grants (`Rul
 is the Target plus the rule it was cleared under, and every connection, SQLAlchemy session,
 PostgreSQL tool run and scratch database an operation uses comes from one. What must always hold:
 - a database cleared read-only is only ever opened read-only (server-enforced), whatever is asked;
+- a database whose stamp the guard read is pinned: every connection goes to the address the stamp was
+  read through and is checked, before it is handed out, to reach that same server and database
+  (`dbguard.guard.identity`); a scratch database, and its server's maintenance database, to that server;
 - a rule that clears no database opens nothing, except a read-only report;
 - scratch databases are made only on a server whose rule says `scratch`; a scratch database can be
   swapped in only by the one that made it, in place of a target cleared for writing, and a clone
@@ -23,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from dbguard.cluster import scratch as scratches
 from dbguard.cluster.pgtools import run_tool, tool_conninfo, tool_environment
 from dbguard.errors import Failed, Refused
-from dbguard.guard.connect import Connection, connect, sa_connection
+from dbguard.guard.connect import Connection, connect
+from dbguard.guard.identity import Pin, check_pin
 from dbguard.guard.policy import READ, YES, Rule
 from dbguard.guard.stamp import Stamp
 from dbguard.guard.targets import Target
@@ -47,10 +51,36 @@ class Cleared(Target):
     rule: Rule = NOT_CLEARED
     stamp: Stamp | None = None
     is_scratch: bool = False  # made by this run (`scratch`): writable, dropped afterwards unless swapped in
+    pin: Pin | None = None  # the server and database the guard read the stamp from (None: not read)
 
     @classmethod
-    def of(cls, target: Target, purpose: str, rule: Rule, stamp: Stamp | None = None) -> Cleared:
-        return cls(target.tier, target.params, target.source, target.embedded, purpose, rule, stamp)
+    def of(
+        cls, target: Target, purpose: str, rule: Rule, stamp: Stamp | None = None, pin: Pin | None = None
+    ) -> Cleared:
+        return cls(target.tier, target.params, target.source, target.embedded, purpose, rule, stamp, False, pin)
+
+    def _pinned(self) -> dict[str, str]:
+        """The address the stamp was read through, as libpq's hostaddr (a name is resolved once, not per connection)."""
+        if self.pin is None or not self.pin.hostaddr or "hostaddr" in self.params:
+            return {}
+        return {"hostaddr": self.pin.hostaddr}
+
+    def conninfo(self, *, with_password: bool = True, extra: dict[str, str] | None = None) -> str:
+        return super().conninfo(with_password=with_password, extra={**self._pinned(), **(extra or {})})
+
+    def _checked(self, conn: Connection, pin: Pin | None = None) -> Connection:
+        """`conn`, once it proved to reach the pinned server and database (closed and refused otherwise)."""
+        pin = pin or self.pin
+        if pin is None:
+            return conn
+        try:
+            check_pin(conn, pin, f"{self.purpose} ({self.describe()})", self.source)
+            if not conn.autocommit:
+                conn.rollback()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     # -- what it was cleared for -------------------------------------------------------------
     @property
@@ -71,8 +101,8 @@ class Cleared(Target):
         return f"{self.purpose}: {self.tier.value.upper()} {self.access} {self.short()}"
 
     def with_database(self, dbname: str) -> Target:
-        """The same server and credentials, another database: a plain Target, cleared for nothing."""
-        return Target(self.tier, {**self.params, "dbname": dbname}, self.source, self.embedded)
+        """The same server (pinned address) and credentials, another database: a plain Target, cleared for nothing."""
+        return Target(self.tier, {**self.params, **self._pinned(), "dbname": dbname}, self.source, self.embedded)
 
     def _refuse(self, what: str) -> Refused:
         return Refused(
@@ -107,18 +137,29 @@ class Cleared(Target):
     def connect(
         self, *, read_only: bool = False, autocommit: bool = False, timeout: int = 10, options: str = ""
     ) -> Connection:
-        """A psycopg connection; read-only whenever the grant is."""
+        """A psycopg connection; read-only whenever the grant is; to the pinned database only."""
         self._require_open()
-        return connect(
-            self, read_only=self.read_only or read_only, autocommit=autocommit, timeout=timeout, options=options
+        return self._checked(
+            connect(
+                self, read_only=self.read_only or read_only, autocommit=autocommit, timeout=timeout, options=options
+            )
         )
 
     @contextmanager
     def sa_connection(self, *, read_only: bool = False) -> Iterator[SAConnection]:
-        """A SQLAlchemy connection (migrations, seeding); read-only whenever the grant is."""
+        """A SQLAlchemy connection (migrations, seeding) over `connect`: read-only whenever the grant is, pinned."""
         self._require_open()
-        with sa_connection(self, read_only=self.read_only or read_only) as conn:
-            yield conn
+        from sqlalchemy import create_engine  # noqa: PLC0415 -- only migrations and seeding need SQLAlchemy
+        from sqlalchemy.pool import NullPool  # noqa: PLC0415
+
+        engine = create_engine(
+            "postgresql+psycopg://", creator=lambda: self.connect(read_only=read_only), poolclass=NullPool
+        )
+        try:
+            with engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()
 
     def sa_engine(self, **options: Any) -> Engine:
         """A pooled SQLAlchemy engine for a long-lived process (the app's own runtime, dbguard.runtime)."""
@@ -169,16 +210,21 @@ class Cleared(Target):
         assert last is not None
         raise last
 
+    def _admin(self, *, read_only: bool = False, autocommit: bool = False) -> Connection:
+        """A connection to the server's maintenance database, checked to be the pinned server."""
+        conn = connect(self._maintenance(), read_only=read_only, autocommit=autocommit)
+        return self._checked(conn, self.pin.server_only() if self.pin else None)
+
     def database_exists(self, name: str) -> bool:
         """Whether `name` exists on this database's server (read-only)."""
         self._require_open()
-        with connect(self._maintenance(), read_only=True) as conn:
+        with self._admin(read_only=True) as conn:
             return scratches.database_exists(conn, name)
 
     def drop_leftovers(self, purposes: tuple[str, ...], *, live: str = "", out: Output | None = None) -> list[str]:
         """Drop the scratch databases of `live` (default: this database) that killed runs left behind."""
         self._require_scratch()
-        with connect(self._maintenance(), autocommit=True) as conn:
+        with self._admin(autocommit=True) as conn:
             return scratches.drop_leftovers(conn, live or self.dbname, purposes, out)
 
     @contextmanager
@@ -188,19 +234,19 @@ class Cleared(Target):
         self._require_scratch()
         if template is not None and not self._made_here(template):
             raise self._refuse(f"copy {template.dbname}, which this run did not make")
-        admin = self._maintenance()
-        with connect(admin, autocommit=True) as conn:  # holds the lock that marks the scratch database in use
+        with self._admin(autocommit=True) as conn:  # holds the lock that marks the scratch database in use
             name = scratches.create_scratch(
                 conn,
                 live or self.dbname,
                 purpose,
                 template=template.dbname if template is not None else "template0",
-                where=admin.describe(),
+                where=self.with_database(conn.info.dbname).describe(),
             )
             params = {**self.params, "dbname": name}
+            pin = self.pin.server_only() if self.pin else None
             try:
                 yield Cleared(
-                    self.tier, params, self.source, self.embedded, f"{self.purpose}/{purpose}", YES, None, True
+                    self.tier, params, self.source, self.embedded, f"{self.purpose}/{purpose}", YES, None, True, pin
                 )
             finally:
                 scratches.drop_database(conn, name)
@@ -209,7 +255,7 @@ class Cleared(Target):
         """Put the scratch database `replacement` in place of this one atomically (see cluster/scratch.py)."""
         self._require_swap(replacement)
         keep = self._sibling_name(keep_old_as) if keep_old_as else None
-        with connect(self._maintenance(), autocommit=True) as conn:
+        with self._admin(autocommit=True) as conn:
             return scratches.swap_in(
                 conn, self.dbname, replacement.dbname, keep_old_as=keep, wait_seconds=wait_seconds, out=out
             )
@@ -217,7 +263,7 @@ class Cleared(Target):
     def exchange(self, other: str, *, wait_seconds: float, out: Output | None) -> None:
         """Swap the names of this database and its sibling `other` (`<name>__...`) atomically."""
         self._require_swap()
-        with connect(self._maintenance(), autocommit=True) as conn:
+        with self._admin(autocommit=True) as conn:
             scratches.exchange(conn, self.dbname, self._sibling_name(other), wait_seconds=wait_seconds, out=out)
 
     def sibling(self, name: str) -> Cleared:
@@ -225,4 +271,4 @@ class Cleared(Target):
         cleared for scratch databases."""
         self._require_scratch()
         target = self.with_database(self._sibling_name(name))
-        return Cleared.of(target, f"{self.purpose}/{name}", READ)
+        return Cleared.of(target, f"{self.purpose}/{name}", READ, pin=self.pin.server_only() if self.pin else None)

@@ -10,6 +10,11 @@ It asks them of the operation's own target and of every other database its polic
 databases is opened (`dbguard.guard.cleared`). Authorizing changes nothing before it has decided:
 no embedded cluster is started, no database created and nothing written until every check,
 the caller's included, has passed.
+
+Each stamp is read together with the identity of the database it came from (`dbguard.guard.identity`):
+every later connection of the operation is pinned to it. PROD is read through PROD_DATABASE_URL, whose
+role must be unable to write; a PROD cell that writes gets the PROD write credential only after every
+check passed (`dbguard.guard.credentials`), and only if it reaches that same database.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 from dbguard.cluster.embedded import EmbeddedCluster
 from dbguard.errors import OpsError, Refused
-from dbguard.guard.caller import CONSENT_VARIABLE, Caller
+from dbguard.guard.caller import Caller
 from dbguard.guard.cleared import TARGET, Cleared
 from dbguard.guard.config import (
     INT_NAME_MARKERS,
@@ -30,6 +35,8 @@ from dbguard.guard.config import (
     int_name_finding,
     target_for,
 )
+from dbguard.guard.credentials import READER_FIX, reader_problems, write_password, write_target, write_user
+from dbguard.guard.identity import Pin, read_pin
 from dbguard.guard.policy import Confirm, Rule, rule_for
 from dbguard.guard.stamp import Stamp, read_stamp
 from dbguard.guard.targets import Target
@@ -138,35 +145,56 @@ def check_policy(operation: str, tier: Tier) -> Rule:
     return rule
 
 
-def check_caller(rule: Rule, tier: Tier, target: Target, caller: Caller, confirm: str | None, operation: str) -> None:
-    """Question 4: typed confirmation, interactive-only permissions, and an agent's need for human consent."""
+CONSENT_DOCS = "see 'Coding agents' in docs/operations.md"  # never the variable's value: an agent would set it
+
+
+def check_caller(
+    rule: Rule, tier: Tier, name: str, caller: Caller, confirm: str | None, action: str, prompt: str = ""
+) -> None:
+    """Question 4: typed confirmation, interactive-only permissions, and an agent's need for human consent.
+
+    `name` is the database name to type (and the consent's value); `action` names what is asked for in the
+    refusals ("migrate on PROD"), `prompt` completes the question ("Type the database name 'x' to <prompt>: ").
+    """
     if not rule.needs_human:
         return
-    if caller.agent and tier is Tier.PROD and caller.consent != target.dbname:
+    if caller.agent and (tier is Tier.PROD or rule.agent_consent) and caller.consent != name:
+        why = f" ({caller.consent_note})" if caller.consent_note else ""
         raise Refused(
-            f"{operation} on PROD was asked for by an automated agent ({caller.agent}); it needs a human's consent",
-            f"stop and ask a human: they may set {CONSENT_VARIABLE}={target.dbname} in the agent's environment",
+            f"{action} was asked for by an automated agent ({caller.agent}); it needs a human's consent{why}",
+            f"stop and ask a human to run it, or to give their consent ({CONSENT_DOCS})",
         )
     if rule.confirm is Confirm.INTERACTIVE and not caller.interactive:
         raise Refused(
-            f"{operation} on {tier.value.upper()} is allowed only at an interactive terminal "
-            "(no flag stands in for it)",
+            f"{action} is allowed only at an interactive terminal (no flag stands in for it)",
             "run it yourself in a terminal, without CI=true",
         )
     if caller.interactive and caller.prompt is not None and (confirm is None or rule.confirm is Confirm.INTERACTIVE):
-        typed = caller.prompt(f"Type the database name '{target.dbname}' to {operation} {tier.value.upper()}: ")
+        typed = caller.prompt(f"Type the database name '{name}' to {prompt or action}: ")
     elif confirm is not None:
         typed = confirm
     else:
         raise Refused(
-            f"{operation} on {tier.value.upper()} needs the database name typed; this run is non-interactive",
-            f"pass --confirm {target.dbname}",
+            f"{action} needs the database name typed; this run is non-interactive",
+            f"pass --confirm {name}",
         )
-    if typed.strip() != target.dbname:
+    if typed.strip() != name:
         raise Refused(
-            f"the confirmation '{typed.strip()}' does not match the database name '{target.dbname}'",
+            f"the confirmation '{typed.strip()}' does not match the database name '{name}'",
             "type the database name exactly",
         )
+
+
+def authorize_step(
+    operation: str, tier: Tier, caller: Caller, *, name: str, action: str = "", dry_run: bool = False
+) -> Rule:
+    """A step a task found it must take beyond its own cell (a PROD downgrade, deleting PROD backups,
+    stamping a database that holds data, PROD data into a lower tier): that row's cell for `tier`,
+    its policy and caller checks, `name` being the database name to type. A dry run checks the policy only."""
+    rule = check_policy(operation, tier)
+    if not dry_run:
+        check_caller(rule, tier, name, caller, None, action or f"{operation} on {tier.value.upper()}")
+    return rule
 
 
 READ_STAMP = Rule(True, read_only=True)  # the guard's own look at a database's stamp
@@ -183,10 +211,16 @@ class _Wanted:
     target: Target
     optional: bool = False
     stamp: Stamp | None = None
+    pin: Pin | None = None  # the database the stamp was read from; every later connection must reach it
 
     @property
     def checked(self) -> bool:
         return self.rule.needs_database
+
+    @property
+    def writes_prod(self) -> bool:
+        """A PROD cell that writes, on a real PROD server: it takes the PROD write credential."""
+        return self.tier is Tier.PROD and self.checked and not self.rule.read_only and not self.target.embedded
 
 
 def _wanted(
@@ -210,18 +244,49 @@ def _wanted(
 
 
 def _read_stamp(wanted: _Wanted, unavailable: dict[str, OpsError]) -> bool:
-    """Read the stamp in a read-only session; an optional grant that cannot be reached drops out (False)."""
+    """Read the stamp and the database's identity in a read-only session, and check PROD's reader role;
+    an optional grant that cannot be reached drops out (False)."""
+    reader = wanted.tier is Tier.PROD and not wanted.target.embedded
     try:
         with Cleared.of(wanted.target, wanted.purpose, READ_STAMP).connect(read_only=True) as conn:
-            wanted.stamp = read_stamp(conn)
+            wanted.stamp, wanted.pin = read_stamp(conn), read_pin(conn)
+            problems = reader_problems(conn) if reader and not wanted.rule.bootstraps_reader else []
     except OpsError as exc:
+        if wanted.rule.bootstraps_reader:
+            return True  # db.prod-reader: read through the write credential, once the caller is cleared
         if not wanted.optional:
             raise
         unavailable[wanted.purpose] = exc
         return False
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        found = Refused(f"{wanted.target.source}'s role can write to PROD: {problems[0]}{more}", READER_FIX)
+        if not wanted.optional:
+            raise found
+        unavailable[wanted.purpose] = found
+        return False
     if wanted.rule.checks_stamp:
         check_stamp(wanted.stamp, wanted.tier, wanted.target)
     return True
+
+
+def _take_write_credential(settings: Settings, wanted: _Wanted, caller: Caller) -> None:
+    """Swap PROD's read target for the write credential, proven to reach the database whose stamp was read."""
+    user = write_user(settings, wanted.target)
+    password = write_password(settings, caller, user, wanted.target.dbname)
+    target = write_target(wanted.target, user, password)
+    try:
+        with Cleared.of(target, wanted.purpose, READ_STAMP, pin=wanted.pin).connect(read_only=True) as conn:
+            if wanted.pin is None:  # db.prod-reader on a PROD whose reader is not there yet
+                wanted.stamp, wanted.pin = read_stamp(conn), read_pin(conn)
+    except Refused as exc:
+        raise Refused(
+            f"PROD refused the write credential of '{user}' ({exc.short})",
+            "type the password again, or check PROD_WRITE_USER and PROD_WRITE_PASSWORD_COMMAND",
+        ) from None
+    wanted.target = target
+    if wanted.rule.bootstraps_reader and wanted.rule.checks_stamp:
+        check_stamp(wanted.stamp, wanted.tier, wanted.target)
 
 
 def _open_embedded(settings: Settings, target: Target) -> Target:
@@ -255,7 +320,13 @@ def authorize(
     checked = [w for w in checked if w.target.embedded or _read_stamp(w, unavailable)]
     if not dry_run:
         for w in checked:
-            check_caller(w.rule, w.tier, w.target, caller, confirm, w.operation)
+            on = w.tier.value.upper()
+            check_caller(
+                w.rule, w.tier, w.target.dbname, caller, confirm, f"{w.operation} on {on}", f"{w.operation} {on}"
+            )
+        for w in checked:
+            if w.writes_prod:
+                _take_write_credential(settings, w, caller)
     for w in checked:
         if w.target.embedded:
             try:
@@ -267,7 +338,9 @@ def authorize(
                 continue
             _read_stamp(w, unavailable)
     cleared = {
-        w.purpose: Cleared.of(w.target, w.purpose, w.rule, w.stamp) for w in wanted if w.purpose not in unavailable
+        w.purpose: Cleared.of(w.target, w.purpose, w.rule, w.stamp, w.pin)
+        for w in wanted
+        if w.purpose not in unavailable
     }
     return Clearance(operation, tier, rule, dry_run, cleared, unavailable)
 
@@ -281,6 +354,7 @@ def report_target(settings: Settings, target: Target) -> Cleared:
 def check_restamp(clearance: Clearance, carried: Tier, caller: Caller) -> None:
     """db.stamp --force over a stamp of another tier: the 're-stamp' row, keyed by the tier the database carries."""
     rule = check_policy("re-stamp", carried)
+    target = clearance.target
     check_caller(
-        rule, carried, clearance.target, caller, None, f"re-stamp {carried.value.upper()} as {clearance.tier.value}"
+        rule, carried, target.dbname, caller, None, f"re-stamp {carried.value.upper()} as {clearance.tier.value}"
     )

@@ -10,6 +10,7 @@ import getpass
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from psycopg import sql
 
 from dbguard.guard.connect import Connection
@@ -58,6 +59,30 @@ def read_stamp(conn: Connection) -> Stamp | None:
     tier, name, at, by = found
     assert isinstance(at, datetime)
     return Stamp(Tier(str(tier)), str(name), at, str(by))
+
+
+def tables_with_rows(conn: Connection, limit: int = 3) -> list[str]:
+    """Up to `limit` tables of the database that hold at least one row (the tools' own schema and Alembic's
+    version table aside): a database that answers non-empty holds someone's data. A table the role may not
+    read counts as holding rows. Run it on an autocommit connection (a refused read must not end the scan)."""
+    tables = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', "
+        "'information_schema', %s) AND n.nspname NOT LIKE 'pg\\_%%' AND c.relname <> 'alembic_version' ORDER BY 1, 2",
+        (STAMP_SCHEMA,),
+    ).fetchall()
+    found: list[str] = []
+    for schema, name in tables:
+        table = sql.Identifier(str(schema), str(name))
+        try:
+            row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            row = (True,)
+        if row and row[0]:
+            found.append(f"{schema}.{name}")
+            if len(found) >= limit:
+                break
+    return found
 
 
 def write_stamp(conn: Connection, tier: Tier, database_name: str) -> None:

@@ -1,18 +1,20 @@
 """db.stamp: write or repair a database's tier stamp, guarded like a write.
 
-Stamping an unstamped database is the normal first step for a server the tools did not create.
+Stamping an unstamped, empty database is the normal first step for a server the tools did not create.
 Changing a stamp needs --force, and what it takes beyond that is the policy table's 're-stamp'
-row, keyed by the tier the database carries now: turning a PROD database into anything else is
-the one unlock that could open PROD to resets, so it is allowed only interactively, with the
-database name typed, and (for a coding agent) a human's consent.
+row, keyed by the tier the database carries now: turning a PROD database into anything else (or
+re-stamping PROD for another database name) is the one unlock that could open PROD to resets, so it
+is allowed only interactively, with the database name typed, and (for a coding agent) a human's consent.
+A database that already holds rows is never stamped, on any tier, without the same (the
+'stamp-over-data' row): it may be PROD reached through another tier's URL.
 """
 
 from __future__ import annotations
 
 from dbguard.cli.runner import TaskContext
 from dbguard.errors import Refused
-from dbguard.guard.door import check_restamp
-from dbguard.guard.stamp import write_stamp
+from dbguard.guard.door import authorize_step, check_restamp
+from dbguard.guard.stamp import tables_with_rows, write_stamp
 from dbguard.guard.tiers import Tier
 
 
@@ -32,9 +34,21 @@ def stamp_task(ctx: TaskContext, *, force: bool = False) -> int:
             )
         if not force:
             raise Refused(f"'{target.dbname}' is already stamped {was}", f"invoke db.stamp --env {tier.value} --force")
-        if existing.tier is not tier and not ctx.dry_run:
+        if not ctx.dry_run:
             check_restamp(ctx.clearance, existing.tier, ctx.caller)
         ctx.facts["previous_stamp"] = was
+    with target.connect(read_only=True, autocommit=True) as conn:
+        filled = tables_with_rows(conn)
+    if filled:
+        ctx.facts["holds_rows"] = filled
+        authorize_step(
+            "stamp-over-data",
+            tier,
+            ctx.caller,
+            name=target.dbname,
+            action=f"stamp '{target.dbname}' as {tier.value.upper()} although it holds rows (in {', '.join(filled)})",
+            dry_run=ctx.dry_run,
+        )
     if ctx.dry_run:
         ctx.out.plan(
             f"would stamp '{target.dbname}' as {wanted}" + (f" (was {ctx.facts['previous_stamp']})" if existing else "")

@@ -20,6 +20,7 @@ from dbguard.backup.dump import take_backup
 from dbguard.cli.console import add_row, new_table
 from dbguard.cli.runner import TaskContext, run_task
 from dbguard.errors import Refused
+from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
 from dbguard.ladder.gate import check_gate, read_prod_facts
 from dbguard.migrations.history import current_revision, script_directory
@@ -75,6 +76,15 @@ def migrate_task(ctx: TaskContext, to: str | None = None, ladder_report: str | N
     for i, rev in enumerate(steps, 1):
         add_row(table, str(i), rev, script.get_revision(rev).doc or "")
     out.table(table)
+    if direction == "downgrade":  # dropping what later revisions made: the 'downgrade' row says who may
+        authorize_step(
+            "downgrade",
+            ctx.tier,
+            ctx.caller,
+            name=target.dbname,
+            action=f"downgrade {ctx.tier.value.upper()} '{target.dbname}' to {destination}",
+            dry_run=ctx.dry_run,
+        )
     if prod is not None:
         gate = check_gate(settings, prod, Path(ladder_report) if ladder_report else None)
         where = f" (report {ladder_report})" if ladder_report else ""
@@ -109,6 +119,8 @@ def alembic_cli_task(
 
     def body(ctx: TaskContext) -> int:
         if operation == "migrate":
+            if command == "downgrade":
+                authorize_step("downgrade", ctx.tier, ctx.caller, name=ctx.target.dbname)
             if ctx.clearance.rule.needs_ladder:
                 with ctx.target.connect(read_only=True) as reading:
                     check_gate(ctx.settings, read_prod_facts(reading))

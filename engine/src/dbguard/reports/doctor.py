@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
@@ -21,6 +22,15 @@ from dbguard.cluster.embedded import EmbeddedCluster
 from dbguard.cluster.pgtools import CLIENT_TOOLS, NO_BINARIES_FIX, locate
 from dbguard.errors import OpsError
 from dbguard.guard.config import Finding, all_targets, config_findings, target_for
+from dbguard.guard.credentials import (
+    PASSWORD_COMMAND,
+    READER_FIX,
+    WRITE_USER,
+    probe_write,
+    reader_loopholes,
+    reader_problems,
+    stored_write_secret,
+)
 from dbguard.guard.door import report_target
 from dbguard.guard.stamp import read_stamp
 from dbguard.guard.targets import Target
@@ -28,6 +38,9 @@ from dbguard.guard.tiers import Tier
 from dbguard.ladder.gate import check_gate
 from dbguard.refresh.rules import check_coverage, live_schema, load_policy
 from dbguard.settings import Settings
+
+if TYPE_CHECKING:
+    from dbguard.guard.connect import Connection
 
 Check = Callable[[Settings], list[Finding]]
 
@@ -77,11 +90,14 @@ def _tier_findings(settings: Settings, tier: Tier, target: Target) -> list[Findi
                 tiers=(tier,),
             )
         ]
+    reader: list[Finding] = []
     try:
         with report_target(settings, target).connect(read_only=True, timeout=5) as conn:
             stamp = read_stamp(conn)
             row = conn.execute("SHOW transaction_read_only").fetchone()
             read_only = str(row[0]) if row else "?"
+            if tier is Tier.PROD and not target.embedded:
+                reader = _reader_findings(conn, target)
     except OpsError as exc:
         return [Finding(f"{name} is reachable", False, exc.message, exc.fix or "", required=False, tiers=(tier,))]
     found = [Finding(f"{name} is reachable", True, target.describe(), tiers=(tier,))]
@@ -90,17 +106,79 @@ def _tier_findings(settings: Settings, tier: Tier, target: Target) -> list[Findi
     found.append(
         Finding(f"{name} carries the {name} stamp", ok, what, f"invoke db.stamp --env {tier.value}", tiers=(tier,))
     )
-    if tier is Tier.PROD:
-        enforced = read_only == "on"
+    if tier is Tier.PROD and target.embedded:  # the laptop stand-in: no credentials, no real data
         found.append(
             Finding(
-                "PROD sessions of these tools are read-only (server-enforced)",
-                enforced,
-                "transaction_read_only=" + read_only,
-                "make sure nothing overrides default_transaction_read_only for this role",
+                "PROD sessions of these tools are read-only",
+                read_only == "on",
+                f"transaction_read_only={read_only} (the embedded stand-in: by session setting, not by role)",
+                "set PROD_DATABASE_URL to a real PROD through its read-only role (docs/operations.md)",
+                required=False,
                 tiers=(tier,),
             )
         )
+    return found + reader
+
+
+def _reader_findings(conn: Connection, target: Target) -> list[Finding]:
+    """PROD_DATABASE_URL's role cannot write: judged from the catalog, and proven by trying (rolled back)."""
+    problems = reader_problems(conn)
+    allowed = probe_write(conn)
+    tried = "DELETE on its tables, CREATE SCHEMA and CREATE TABLE, past BEGIN READ WRITE, rolled back"
+    if problems or allowed:
+        detail = "; ".join(problems + ([f"the server allowed: {', '.join(allowed)}"] if allowed else []))
+    else:
+        detail = f"'{target.user}' tried {tried}: the server refused every one"
+    loopholes = reader_loopholes(conn)
+    return [
+        Finding(
+            "PROD_DATABASE_URL's role cannot write to PROD (catalog checked, writes tried)",
+            not problems and not allowed,
+            detail,
+            READER_FIX,
+            tiers=(Tier.PROD,),
+        ),
+        Finding(
+            "PROD_DATABASE_URL's role has no side way to change PROD",
+            not loopholes,
+            "; ".join(loopholes) if loopholes else "no large objects, no SECURITY DEFINER functions",
+            "revoke what is listed from PUBLIC, or accept it (no app table can be written that way)",
+            required=False,
+            tiers=(Tier.PROD,),
+        ),
+    ]
+
+
+def check_write_credential(settings: Settings) -> list[Finding]:
+    """The PROD write credential is configured by user name only: its password is never stored."""
+    try:
+        prod = target_for(settings, Tier.PROD)
+    except OpsError:
+        return []
+    if prod.embedded:
+        return []
+    stored = stored_write_secret(settings)
+    user = settings.get(WRITE_USER).strip()
+    source = (
+        f"from {PASSWORD_COMMAND}" if settings.get(PASSWORD_COMMAND).strip() else "typed at the terminal when needed"
+    )
+    found = [
+        Finding(
+            "the PROD write password is not stored in .env or the environment",
+            stored is None,
+            f"{stored} is set" if stored else f"its password is {source}",
+            f"remove {stored} and change that password" if stored else "",
+            tiers=(Tier.PROD,),
+        ),
+        Finding(
+            "PROD writes use their own role (PROD_WRITE_USER), not PROD_DATABASE_URL's",
+            bool(user) and user != prod.user,
+            f"{WRITE_USER}={user or '(not set)'}, PROD_DATABASE_URL's user is '{prod.user}'",
+            f"set {WRITE_USER} to the role that owns PROD's tables, and keep a read-only role in PROD_DATABASE_URL",
+            required=bool(user),
+            tiers=(Tier.PROD,),
+        ),
+    ]
     return found
 
 
@@ -243,6 +321,7 @@ def check_sanitizing(settings: Settings) -> list[Finding]:
 
 CHECKS: list[Check] = [
     check_configuration,
+    check_write_credential,
     check_binaries,
     check_databases,
     check_audit_log,
