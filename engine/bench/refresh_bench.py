@@ -32,6 +32,7 @@ from dbguard.settings import load_settings
 from psycopg import sql
 from tests.support.clusters import ThrowawayCluster
 from tests.support.project import FIXTURE_ROOT, PROJECT
+from tests.support.setup import grant_reader
 
 from bench.common import Timer, empty_database, machine, scratch_database, size_and_rounds
 
@@ -63,7 +64,7 @@ def main() -> int:
     prod_cluster = ThrowawayCluster("benchprod", password=PASSWORD).start()
     try:
         prod_cluster.create_database("bench_prod")
-        prod = parse_database_url(prod_cluster.tcp_url("bench_prod"), tier=Tier.PROD, source="PROD_DATABASE_URL")
+        prod = parse_database_url(prod_cluster.owner_url("bench_prod"), tier=Tier.PROD, source="PROD_DATABASE_URL")
         with connect(prod) as c:
             write_stamp(c, Tier.PROD, "bench_prod")
         with sa_connection(prod) as conn, conn.begin():
@@ -73,6 +74,8 @@ def main() -> int:
         with connect(prod, autocommit=True) as c:
             c.execute("VACUUM (ANALYZE)")
             size = int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+        grant_reader(prod_cluster, "bench_prod")  # the tools read PROD through its read-only role
+        reader = parse_database_url(prod_cluster.tcp_url("bench_prod"), tier=Tier.PROD, source="PROD_DATABASE_URL")
         bindir = require_bindir(base.values)
         stg_admin = EmbeddedCluster.from_settings(base).target(Tier.STG, "postgres")
         with (
@@ -80,7 +83,7 @@ def main() -> int:
             scratch_database(base, "bench_refresh_stg", Tier.STG) as stg,
         ):
             settings = base.with_values(
-                PROD_DATABASE_URL=prod.url(),
+                PROD_DATABASE_URL=reader.url(),
                 STG_DATABASE_URL=stg.url(),
                 BACKUP_DIR=folder,
                 AUDIT_LOG=str(Path(folder) / "audit.jsonl"),

@@ -144,6 +144,13 @@ def test_every_connection_is_pinned_to_the_database_whose_stamp_was_read(tiers: 
     sibling = replace(stg, params={**stg.params, "dbname": tiers.names[Tier.INT]})  # same server, other database
     with pytest.raises(Failed, match="reached another database"):
         sibling.connect()
+    restoring = authorize(tiers.settings, "restore", Tier.STG, target_for(tiers.settings, Tier.STG), robot()).target
+    with restoring.scratch("probe") as made:  # the run's own replacement: after the swap the pin follows it
+        with made.connect() as conn:
+            conn.execute("CREATE TABLE swapped_in (i int)")
+        restoring.swap_in(made, keep_old_as=None, wait_seconds=0, out=None)
+    with restoring.connect() as conn:
+        assert conn.execute("SELECT to_regclass('swapped_in') IS NOT NULL").fetchone() == (True,)
 
 
 @pytest.mark.parametrize(

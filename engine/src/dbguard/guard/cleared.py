@@ -8,6 +8,7 @@ PostgreSQL tool run and scratch database an operation uses comes from one. What 
 - a database whose stamp the guard read is pinned: every connection goes to the address the stamp was
   read through and is checked, before it is handed out, to reach that same server and database
   (`dbguard.guard.identity`); a scratch database, and its server's maintenance database, to that server;
+  after a swap the pin follows the run's own replacement to the name;
 - a rule that clears no database opens nothing, except a read-only report;
 - scratch databases are made only on a server whose rule says `scratch`; a scratch database can be
   swapped in only by the one that made it, in place of a target cleared for writing, and a clone
@@ -19,7 +20,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -215,6 +216,13 @@ class Cleared(Target):
         conn = connect(self._maintenance(), read_only=read_only, autocommit=autocommit)
         return self._checked(conn, self.pin.server_only() if self.pin else None)
 
+    def _repin(self, conn: Connection) -> None:
+        """After a swap this name holds another database (the run's own replacement): the pin follows it."""
+        if self.pin is None:
+            return
+        row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (self.dbname,)).fetchone()
+        object.__setattr__(self, "pin", replace(self.pin, database_oid=int(row[0]) if row else None))
+
     def database_exists(self, name: str) -> bool:
         """Whether `name` exists on this database's server (read-only)."""
         self._require_open()
@@ -256,15 +264,18 @@ class Cleared(Target):
         self._require_swap(replacement)
         keep = self._sibling_name(keep_old_as) if keep_old_as else None
         with self._admin(autocommit=True) as conn:
-            return scratches.swap_in(
+            swapped = scratches.swap_in(
                 conn, self.dbname, replacement.dbname, keep_old_as=keep, wait_seconds=wait_seconds, out=out
             )
+            self._repin(conn)
+            return swapped
 
     def exchange(self, other: str, *, wait_seconds: float, out: Output | None) -> None:
         """Swap the names of this database and its sibling `other` (`<name>__...`) atomically."""
         self._require_swap()
         with self._admin(autocommit=True) as conn:
             scratches.exchange(conn, self.dbname, self._sibling_name(other), wait_seconds=wait_seconds, out=out)
+            self._repin(conn)
 
     def sibling(self, name: str) -> Cleared:
         """A read-only way into `<name>__...` on the same server (the copy a refresh keeps), for a target
