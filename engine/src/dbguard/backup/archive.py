@@ -22,28 +22,31 @@ class ArchiveListing:
     entries: int
     data_tables: list[str]
     dumped_from: str
+    lines: tuple[str, ...] = ()  # the table of contents' entries, as `pg_restore --use-list` reads them
 
 
-def list_archive(bindir: Path, path: Path) -> ArchiveListing:
+def list_archive(bindir: Path, path: Path, section: str = "") -> ArchiveListing:
     """`pg_restore --list`: proves the file is a readable archive and names what it holds (connects nowhere)."""
+    only = [f"--section={section}"] if section else []
     proc = subprocess.run(
-        [str(bindir / "pg_restore"), "--list", str(path)], capture_output=True, text=True, check=False
+        [str(bindir / "pg_restore"), "--list", *only, str(path)], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         reason = first_error_line(proc.stderr).removeprefix("pg_restore: error: ")
         raise Failed(
             f"{path.name} is not a readable PostgreSQL archive ({reason})", "use another backup: invoke db.backups"
         )
-    tables, entries, dumped_from = [], 0, ""
+    tables, entries, dumped_from, lines = [], 0, "", []
     for line in proc.stdout.splitlines():
         if line.startswith(";") and "Dumped from database version:" in line:
             dumped_from = line.split(":", 1)[1].strip()
         elif line and not line.startswith(";"):
             entries += 1
+            lines.append(line)
             parts = line.split()
             if "TABLE DATA" in line and len(parts) >= 7:
                 tables.append(f"{parts[5]}.{parts[6]}")
-    return ArchiveListing(entries, tables, dumped_from)
+    return ArchiveListing(entries, tables, dumped_from, tuple(lines))
 
 
 def restore_archive(

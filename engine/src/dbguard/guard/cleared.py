@@ -259,13 +259,30 @@ class Cleared(Target):
             finally:
                 scratches.drop_database(conn, name)
 
-    def swap_in(self, replacement: Cleared, *, keep_old_as: str | None, wait_seconds: float, out: Output | None) -> str:
-        """Put the scratch database `replacement` in place of this one atomically (see cluster/scratch.py)."""
+    def swap_in(
+        self,
+        replacement: Cleared,
+        *,
+        keep_old_as: str | None,
+        wait_seconds: float,
+        out: Output | None,
+        keep: int = 1,
+        note: str = "",
+    ) -> str:
+        """Put the scratch database `replacement` in place of this one atomically (see cluster/scratch.py);
+        kept as `keep_old_as`, the old one is an undo point, and `keep` of them stay."""
         self._require_swap(replacement)
-        keep = self._sibling_name(keep_old_as) if keep_old_as else None
+        kept = self._sibling_name(keep_old_as) if keep_old_as else None
         with self._admin(autocommit=True) as conn:
             swapped = scratches.swap_in(
-                conn, self.dbname, replacement.dbname, keep_old_as=keep, wait_seconds=wait_seconds, out=out
+                conn,
+                self.dbname,
+                replacement.dbname,
+                keep_old_as=kept,
+                wait_seconds=wait_seconds,
+                out=out,
+                keep=keep,
+                note=note,
             )
             self._repin(conn)
             return swapped

@@ -1,10 +1,16 @@
 """The sanitizing SELECT that feeds COPY on PROD: raw PII never leaves PROD's server.
 
-Each sanitized value is derived from a keyed hash of the source value, sha256(salt || value), taken
-inside PROD. The salt is a per-installation secret (.local/sanitize-salt, or SANITIZE_SALT), so the
+Each sanitized value is derived from a keyed hash of the source value, sha256(key || value), taken
+inside PROD. The key is a per-installation secret (.local/sanitize-salt, or SANITIZE_SALT), so the
 same source value always gives the same fake, across tables and across refreshes, and nobody can
 recognise a fake by hashing the emails they know. The fakes look real: names, streets and sentences
-come from Faker-made word lists, sent inside the query as literals (PROD stays read-only).
+come from Faker-made word lists, sent inside the query as constants (PROD stays read-only).
+
+What must always hold: the key never appears in SQL text, so a server that logs statements
+(`log_statement = all`, `log_min_duration_statement`, `log_min_error_statement`, auto_explain) never
+logs it. It reaches each session as a setting in the connection's startup packet (`-c
+dbguard.sanitize_key=...`: `SanitizeKey.options`), which no server logs, and the SQL reads it with
+current_setting(); a session that was not given it fails instead of hashing without it.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from psycopg import sql
 
 from dbguard.guard.masking import remember_secret
 from dbguard.refresh.rules import LiveTable, Rule
+from dbguard.refresh.safe_sql import render
 from dbguard.settings import Settings
 
 WORDS_SEED = 20_260_101  # fixed: the lists (and so the fakes) stay the same from one refresh to the next
 EMAIL_DOMAINS = ("example.com", "example.net", "example.org")  # RFC 2606: never deliverable
 AREA_CODES = ("201", "212", "303", "312", "415", "503", "617", "702", "808", "919")
+KEY_SETTING = "dbguard.sanitize_key"  # hex of the salt's UTF-8 bytes
+SEED_SETTING = "dbguard.text_seed"  # the free-text hash seed, derived from the salt
+KEY = sql.SQL(f"(SELECT decode(current_setting('{KEY_SETTING}'), 'hex'))")  # an InitPlan: read once per query
+TEXT_SEED = sql.SQL(f"(SELECT current_setting('{SEED_SETTING}')::bigint)")
 
 
 @dataclass(frozen=True)
@@ -74,13 +85,32 @@ def salt(settings: Settings) -> str:
     return value
 
 
-def keyed_hash(value_sql: sql.Composable, salt_value: str) -> sql.Composed:
-    return sql.SQL("sha256(convert_to({} || {}, 'UTF8'))").format(sql.Literal(salt_value), value_sql)
-
-
 def text_seed(salt_value: str) -> int:
     """A signed 64-bit seed for hashtextextended(), derived from the salt (for long free text)."""
     return int.from_bytes(hashlib.sha256(salt_value.encode()).digest()[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class SanitizeKey:
+    """The salt as it reaches a server: session settings in the startup packet, never SQL text."""
+
+    salt: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> SanitizeKey:
+        return cls(salt(settings))
+
+    @property
+    def options(self) -> str:
+        """libpq `options` for every session that hashes (PROD's copy streams, the copy's checks)."""
+        hexed = self.salt.encode().hex()
+        remember_secret(hexed)
+        return f"-c {KEY_SETTING}={hexed} -c {SEED_SETTING}={text_seed(self.salt)}"
+
+
+def keyed_hash(value_sql: sql.Composable) -> sql.Composed:
+    """sha256(key || UTF-8 bytes of the value): the same bytes as sha256(convert_to(salt || value))."""
+    return sql.SQL("sha256({} || convert_to({}, 'UTF8'))").format(KEY, value_sql)
 
 
 def lists(words: WordLists) -> dict[str, tuple[str, ...]]:
@@ -96,100 +126,72 @@ def lists(words: WordLists) -> dict[str, tuple[str, ...]]:
     }
 
 
-@dataclass(frozen=True)
-class Pick:
-    """One word drawn from a list: `list_name[index]` (1-based), reached as `alias.v`."""
-
-    list_name: str
-    alias: str
-    index: str
-
-
-@dataclass(frozen=True)
-class Fake:
-    expression: str  # SQL text; words appear as <alias>.v
-    picks: tuple[Pick, ...]
+@cache
+def _packed(name: str) -> tuple[str, str, int]:
+    """One word list as constants: all its words in one bytea, and each word's (offset << 20 | length)."""
+    values = lists(word_lists())[name]
+    blob, slots, at = b"", [], 1
+    for value in values:
+        data = value.encode()
+        slots.append(str(at << 20 | len(data)))
+        blob, at = blob + data, at + len(data)
+    return f"'\\x{blob.hex()}'::bytea", "ARRAY[" + ",".join(slots) + "]::int8[]", len(values)
 
 
-def _bytes_index(h: str, offset: int, size: int) -> str:
-    """1 + (3 bytes of the hash, as a number) mod size: integer arithmetic, no string work."""
-    return (
-        f"1 + ((get_byte({h}, {offset}) * 65536 + get_byte({h}, {offset + 1}) * 256 + "
-        f"get_byte({h}, {offset + 2})) % {size})"
-    )
+def pick(list_name: str, number: str) -> str:
+    """The word of `list_name` chosen by the integer expression `number` (any value: taken modulo the size).
+
+    A substring of one bytea constant at an offset from an int8 array: O(1) per row, where a text array
+    subscript walks the array and a join to a word table costs a hash probe per row.
+    """
+    blob, slots, size = _packed(list_name)
+    slot = f"({slots})[1 + ((({number}) % {size} + {size}) % {size})::int]"
+    return f"convert_from(substring({blob} FROM ({slot} >> 20)::int FOR ({slot} & 1048575)::int), 'UTF8')"
 
 
-def fake_parts(kind: str, column: str, h: str, prefix: str, words: WordLists) -> Fake:
-    """The fake for one value of `column`, from the hash expression `h` (bytea, or bigint for free text)."""
-    sizes = {name: len(values) for name, values in lists(words).items()}
-    picks: list[Pick] = []
+def _bytes(h: str, offset: int) -> str:
+    """3 bytes of the hash `h`, as a number: integer arithmetic, no string work."""
+    return f"(get_byte({h}, {offset}) * 65536 + get_byte({h}, {offset + 1}) * 256 + get_byte({h}, {offset + 2}))"
 
-    def pick(list_name: str, offset: int) -> str:
-        alias = f"{prefix}_{list_name}"
-        picks.append(Pick(list_name, alias, _bytes_index(h, offset, sizes[list_name])))
-        return f"{alias}.v"
 
+def fake(kind: str, column: str, h: str) -> str:
+    """The fake for one value of `column`, from the hash expression `h` (bytea; bigint for free text)."""
     if kind == "email":
-        expression = (
-            f"lower({pick('first', 0)} || '.' || {pick('last', 3)} || '.' || "
-            f"substr(encode({h}, 'hex'), 17, 10)) || '@' || {pick('domain', 6)}"
+        return (
+            f"lower({pick('first', _bytes(h, 0))} || '.' || {pick('last', _bytes(h, 3))} || '.' || "
+            f"substr(encode({h}, 'hex'), 17, 10)) || '@' || {pick('domain', _bytes(h, 6))}"
         )
-    elif kind == "name":
-        expression = f"{pick('first', 0)} || ' ' || {pick('last', 3)}"
-    elif kind == "phone":
-        expression = (
-            f"'+1-' || {pick('area', 0)} || '-555-' || "
+    if kind == "name":
+        return f"{pick('first', _bytes(h, 0))} || ' ' || {pick('last', _bytes(h, 3))}"
+    if kind == "phone":
+        return (
+            f"'+1-' || {pick('area', _bytes(h, 0))} || '-555-' || "
             f"lpad(((get_byte({h}, 3) * 256 + get_byte({h}, 4)) % 10000)::text, 4, '0')"
         )
-    elif kind == "address":
-        expression = (
+    if kind == "address":
+        return (
             f"(100 + (get_byte({h}, 0) * 256 + get_byte({h}, 1)) % 9800)::text || ' ' || "
-            f"{pick('street', 3)} || ', ' || {pick('city', 6)}"
+            f"{pick('street', _bytes(h, 3))} || ', ' || {pick('city', _bytes(h, 6))}"
         )
-    elif kind == "ip":
-        expression = f"'10.' || get_byte({h}, 0) || '.' || get_byte({h}, 1) || '.' || get_byte({h}, 2)"
-    elif kind == "free_text":  # h is a bigint here: long text is hashed with hashtextextended, much cheaper
-        for name in ("paragraph", "sentence"):
-            size = sizes[name]
-            picks.append(Pick(name, f"{prefix}_{name}", f"1 + ((({h}) % {size} + {size}) % {size})"))
-        expression = f"CASE WHEN length({column}::text) > 200 THEN {prefix}_paragraph.v ELSE {prefix}_sentence.v END"
-    else:
-        raise ValueError(kind)
-    return Fake(expression, tuple(picks))
-
-
-def inline(fake: Fake, words: WordLists) -> str:
-    """The fake as one expression, each word a subscript of its list as an array literal (for few rows:
-    a subquery per word would recompute the index for every list entry)."""
-    text = fake.expression
-    for p in fake.picks:
-        array = sql.SQL("ARRAY[{}]::text[]").format(
-            sql.SQL(", ").join(sql.Literal(v) for v in lists(words)[p.list_name])
+    if kind == "ip":
+        return f"'10.' || get_byte({h}, 0) || '.' || get_byte({h}, 1) || '.' || get_byte({h}, 2)"
+    if kind == "free_text":  # h is a bigint here: long text is hashed with hashtextextended, much cheaper
+        return (
+            f"CASE WHEN octet_length({column}::text) > 200 THEN {pick('paragraph', h)} ELSE {pick('sentence', h)} END"
         )
-        text = text.replace(f"{p.alias}.v", f"({array.as_string(None)})[{p.index}]")
-    return text
+    raise ValueError(kind)
 
 
-def lists_cte(words: WordLists, used: set[str]) -> sql.Composed:
-    """WITH first(i, v) AS (...), ...: each word list as a small table, joined by hash (O(1) per row)."""
-    parts = []
-    for name, values in lists(words).items():
-        if name in used:
-            array = sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
-            parts.append(
-                sql.SQL("{}(i, v) AS (SELECT i::int, v FROM unnest({}) WITH ORDINALITY AS u(v, i))").format(
-                    sql.Identifier(name), array
-                )
-            )
-    return sql.SQL("WITH ") + sql.SQL(", ").join(parts) if parts else sql.Composed([])
-
-
-def sanitized_select(table: LiveTable, rules: dict[str, Rule], salt_value: str) -> sql.Composed:
-    """SELECT every column of `table`, each through its rule, cast back to the column's own type."""
+def free_text_values() -> tuple[str, ...]:
+    """Every value a free_text fake can take: checking these checks every free_text column."""
     words = word_lists()
+    return words.sentence + words.paragraph
+
+
+def sanitized_select(table: LiveTable, rules: dict[str, Rule]) -> sql.Composed:
+    """SELECT every column of `table`, each through its rule, cast back to the column's own type."""
     outputs: list[sql.Composable] = []
     hashes: list[sql.Composable] = []
-    picks: list[Pick] = []
     for i, column in enumerate(table.columns):
         rule = rules[column.name]
         col = sql.SQL("t.{}").format(sql.Identifier(column.name))
@@ -202,36 +204,23 @@ def sanitized_select(table: LiveTable, rules: dict[str, Rule], salt_value: str) 
             fixed = sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {}::{} END")
             outputs.append(fixed.format(col, sql.Literal(rule.argument), cast))
         elif rule.kind == "sql":
-            outputs.append(sql.SQL("({})::{}").format(sql.SQL(rule.argument), cast))
+            assert rule.expression is not None  # parsed when the policy was read
+            outputs.append(sql.SQL("({})::{}").format(render(rule.expression), cast))
+        elif rule.kind == "free_text":  # cheap enough to compute where it is used
+            h = sql.SQL("hashtextextended({}::text, {})").format(col, TEXT_SEED).as_string(None)
+            made = fake("free_text", col.as_string(None), h)
+            outputs.append(sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(made), cast))
         else:
-            if rule.kind == "free_text":
-                source = sql.SQL("hashtextextended({}::text, {})").format(col, sql.Literal(text_seed(salt_value)))
-            else:
-                as_text = "lower(trim({}::text))" if rule.kind == "email" else "{}::text"
-                source = keyed_hash(sql.SQL(as_text).format(col), salt_value)
-            hashes.append(sql.SQL("{} AS {}").format(source, sql.Identifier(f"h{i}")))
-            fake = fake_parts(rule.kind, f't."{column.name}"', f"k.h{i}", f"c{i}", words)
-            picks += fake.picks
-            outputs.append(
-                sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(fake.expression), cast)
-            )
+            as_text = "lower(trim({}::text))" if rule.kind == "email" else "{}::text"
+            hashes.append(sql.SQL("{} AS {}").format(keyed_hash(sql.SQL(as_text).format(col)), sql.Identifier(f"h{i}")))
+            made = fake(rule.kind, col.as_string(None), f"k.h{i}")
+            outputs.append(sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(made), cast))
     # OFFSET 0 keeps the planner from inlining the hashes into every use: each is computed once per row
     lateral = (
         sql.SQL(" CROSS JOIN LATERAL (SELECT {} OFFSET 0) k").format(sql.SQL(", ").join(hashes))
         if hashes
         else sql.SQL("")
     )
-    joins = sql.SQL("").join(
-        sql.SQL(" LEFT JOIN {} {} ON {}.i = {}").format(
-            sql.Identifier(p.list_name), sql.SQL(p.alias), sql.SQL(p.alias), sql.SQL(p.index)
-        )
-        for p in picks
-    )
-    return sql.SQL("{} SELECT {} FROM ONLY {}.{} t{}{}").format(
-        lists_cte(words, {p.list_name for p in picks}),
-        sql.SQL(", ").join(outputs),
-        sql.Identifier(table.schema),
-        sql.Identifier(table.name),
-        lateral,
-        joins,
+    return sql.SQL("SELECT {} FROM ONLY {}.{} t{}").format(
+        sql.SQL(", ").join(outputs), sql.Identifier(table.schema), sql.Identifier(table.name), lateral
     )

@@ -1,14 +1,20 @@
 """db.refresh-staging: a consistent, sanitized, atomic copy of PROD into STG.
 
 1. PROD is only read: one REPEATABLE READ, READ ONLY transaction exports its snapshot; pg_dump and
-   every copy worker import it, so the copy is of one moment even while PROD takes writes.
-2. Sanitizing happens inside PROD, in the SELECT that feeds COPY: raw PII never leaves PROD.
-3. Strict coverage: PROD's live schema is checked against the policy before anything is copied.
-4. Schema from pg_dump (pre-data; post-data after the rows), rows by binary COPY streams, sequences
-   set to PROD's values, the result stamped STG, its Alembic revision equal to PROD's.
-5. Built in a scratch database, verified (rows per table equal PROD's at the snapshot; no PROD email,
-   name or phone value anywhere), then swapped in. The previous STG is kept as `<stg>__previous`
-   until the next refresh; `--undo` swaps it back.
+   every copy stream import it, so the copy is of one moment even while PROD takes writes.
+2. Sanitizing happens inside PROD, in the SELECT that feeds COPY: raw PII never leaves PROD. The
+   sanitizing key reaches PROD as a session setting, never in SQL text, so PROD's logs never hold it.
+3. Strict coverage: PROD's live schema is checked against the policy before anything is copied;
+   `sql:` rules are parsed into one expression each and re-rendered (safe_sql.py), never pasted.
+4. Schema from one pg_dump of the snapshot: pre-data before the rows; each table's keys and indexes
+   as soon as its rows are in and checked, a foreign key once both its tables are ready (post_data.py),
+   all spread over the cores together with the copies (jobs.py). Rows by binary COPY: PROD's psql
+   piped straight into the copy's psql (nothing relays the bytes), FREEZE after a TRUNCATE in the same
+   transaction. Sequences set to PROD's values, the result stamped STG, its Alembic revision PROD's.
+5. Built in a scratch database and verified table by table as it arrives (rows equal PROD's count in
+   the snapshot; no PROD email, name or phone value anywhere: pii_scan.py), then swapped in. The STG
+   it replaces is kept as `<stg>__previous`, STG's undo point (renamed, never copied); `--undo` swaps
+   it back; the newest STG_UNDO_KEEP undo points are kept.
 
 PROD is reached only as the clearance's SOURCE grant: the policy cell of refresh-staging on STG grants
 PROD under 'refresh-source', so the guard checks PROD's configuration and stamp with STG's and hands it
@@ -18,57 +24,60 @@ out read-only.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import subprocess
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from psycopg import IsolationLevel, sql
 
-from dbguard.backup.archive import restore_archive
-from dbguard.backup.dump import take_backup
+from dbguard.backup.archive import list_archive
+from dbguard.backup.undo import put_back
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.children import die_with_parent
 from dbguard.cluster.pgtools import first_error_line, require_bindir
-from dbguard.cluster.private_files import private_folder
+from dbguard.cluster.scratch import PREVIOUS, sibling_name
 from dbguard.errors import Failed, Refused
 from dbguard.failpoints import failpoint
 from dbguard.guard.cleared import Cleared
 from dbguard.guard.connect import Connection
 from dbguard.guard.locks import exclusive
 from dbguard.guard.policy import SOURCE
-from dbguard.guard.stamp import read_stamp, write_stamp
+from dbguard.guard.stamp import write_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision
-from dbguard.refresh.expressions import salt as installation_salt
-from dbguard.refresh.expressions import sanitized_select
-from dbguard.refresh.pii_scan import drop_probe, load_probe, prod_pii_hashes, reroll_coincidences, scan_copy
+from dbguard.refresh.expressions import SanitizeKey, sanitized_select
+from dbguard.refresh.jobs import Job, run_jobs
+from dbguard.refresh.pii_scan import (
+    Leak,
+    check_constants,
+    drop_probe,
+    load_probe,
+    needs_scan,
+    prod_pii_hashes,
+    reroll_table,
+    rerolled,
+    scan_table,
+)
+from dbguard.refresh.post_data import Step, plan_post_data
 from dbguard.refresh.rules import Coverage, LiveTable, check_coverage, live_schema, load_policy, require_coverage
 from dbguard.reports.status import human_size
 
-COPY_WORKERS = 2
-PREVIOUS_SUFFIX = "__previous"
+WORKERS = max(2, min(os.cpu_count() or 2, 8))  # copies, checks and index builds at once
 APP_SCHEMAS = ("public",)
+SOURCE_OPTIONS = "-c jit=off"  # compiling pays off for long analytic queries, not for these streams
+PSQL = ("-X", "-v", "ON_ERROR_STOP=1")  # every psql the refresh runs stops at the first error
 
 
 def previous_name(stg: Target) -> str:
-    return stg.dbname + PREVIOUS_SUFFIX
-
-
-@dataclass
-class CopyStats:
-    rows: dict[str, int] = field(default_factory=dict)
-    bytes: dict[str, int] = field(default_factory=dict)
+    return sibling_name(stg.dbname, PREVIOUS)
 
 
 def check_target_is_safe(ctx: TaskContext) -> None:
@@ -133,7 +142,6 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
         snap.isolation_level = IsolationLevel.REPEATABLE_READ
         row = snap.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
-        snapshot = str(row[0])
         tables = live_schema(snap, APP_SCHEMAS)
         coverage = check_coverage(policy, tables)
         sizes = table_sizes(snap, tables)
@@ -142,292 +150,290 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
             require_coverage(coverage)
             out.plan(
                 f"copy {len(coverage.rules)} tables from PROD's snapshot into a scratch database on STG's "
-                f"server, verify, keep the current STG as {previous_name(stg)}, swap the copy in"
+                f"server, verify, keep the current STG as {previous_name(stg)} (its undo point), swap the copy in"
             )
             return 0
         require_coverage(coverage)
-        salt = installation_salt(settings)
-        revision = current_revision(snap)
         copied = [t for t in tables if t.qualified not in coverage.skipped]
-        with ThreadPoolExecutor(1) as side:
-            counting = side.submit(_counts_and_hashes, snap, copied, coverage, salt)  # same snapshot, meanwhile
+        with tempfile.TemporaryDirectory(prefix="refresh-") as folder:
+            key = SanitizeKey.of(settings)
+            run = Refresh(ctx, prod, snap, str(row[0]), bindir, copied, coverage, sizes, key, Path(folder))
+            revision = current_revision(snap)
             stg.drop_leftovers(("refresh", "old", "exchange"), out=out)
             with stg.scratch("refresh") as into:
                 with exclusive(stg, "refresh"):
-                    if ctx.clearance.rule.backup_first:
-                        backup = take_backup(settings, stg, out, reason="before refresh-staging")
-                        ctx.facts["backup"] = backup.path.name
-                    _schema_section(bindir, prod, snapshot, "pre-data", into, out)
-                    failpoint("refresh:schema-created")
-                    stats = _copy_rows(bindir, prod, snapshot, into, copied, coverage, salt, sizes, out)
-                    failpoint("refresh:rows-copied")
-                    # verified (and any coincidental fake drawn again) before the indexes exist: cheaper
-                    counts, prod_hashes = counting.result()
-                    _verify(into, copied, coverage, counts, stats, prod_hashes, salt, revision, out)
-                    _set_sequences(snap, into)
-                    _schema_section(bindir, prod, snapshot, "post-data", into, out)
-                    with into.connect() as conn:
-                        write_stamp(conn, Tier.STG, stg.dbname)
+                    run.build(into, revision)
                 failpoint("refresh:before-swap")
                 stg.swap_in(
                     into,
                     keep_old_as=previous_name(stg),
                     wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
                     out=out,
+                    keep=settings.stg_undo_keep,
+                    note="refresh-staging",
                 )
     seconds = time.monotonic() - began
-    total_rows, total_bytes = sum(stats.rows.values()), sum(stats.bytes.values())
+    total_rows = sum(run.received.values())
     rules = Counter(r.kind for t in copied for r in coverage.rules[t.qualified].values())
-    ctx.facts.update({"tables": len(copied), "rows": total_rows, "bytes": total_bytes, "revision": revision})
+    ctx.facts.update({"tables": len(copied), "rows": total_rows, "bytes": run.size, "revision": revision})
     out.ok(
-        f"refreshed {stg.dbname} from PROD: {len(copied)} tables, {total_rows:,} rows, {human_size(total_bytes)} in "
-        f"{seconds:.1f}s ({human_size(int(total_bytes / max(seconds, 1e-9)))}/s); revision {revision}; rules: "
-        + ", ".join(f"{k} {n}" for k, n in sorted(rules.items()))
+        f"refreshed {stg.dbname} from PROD: {len(copied)} tables, {total_rows:,} rows, {human_size(run.size)} in "
+        f"{seconds:.1f}s; revision {revision}; rules: " + ", ".join(f"{k} {n}" for k, n in sorted(rules.items()))
     )
     out.info(f"the previous STG is kept as {previous_name(stg)}: invoke db.refresh-staging --undo puts it back")
     return 0
 
 
-def _counts_and_hashes(
-    snap: Connection, tables: list[LiveTable], coverage: Coverage, salt: str
-) -> tuple[dict[str, int], set[bytes]]:
-    counts = {}
-    for t in tables:
-        q = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
-        row = snap.execute(q).fetchone()
-        counts[t.qualified] = int(row[0]) if row else 0
-    return counts, prod_pii_hashes(snap, tables, coverage, salt)
+@dataclass
+class Refresh:
+    """One refresh's state: PROD's snapshot, what to copy, and what the copy streams and checks found."""
 
+    ctx: TaskContext
+    prod: Cleared
+    snap: Connection
+    snapshot: str
+    bindir: Path
+    tables: list[LiveTable]  # the ones copied (skipped tables are created empty)
+    coverage: Coverage
+    sizes: dict[str, tuple[int, int]]
+    key: SanitizeKey
+    folder: Path
+    counts: dict[str, int] = field(default_factory=dict)  # PROD's rows per table in the snapshot
+    received: dict[str, int] = field(default_factory=dict)  # rows each copy stream wrote
+    prod_hashes: int = 0
+    redrawn: int = 0
+    size: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-def _schema_section(bindir: Path, prod: Cleared, snapshot: str, section: str, into: Cleared, out: Output) -> None:
-    with tempfile.TemporaryDirectory(prefix="refresh-") as tmp:
-        archive = Path(tmp) / f"{section}.dump"
-        prod.run_tool(
-            bindir,
+    @property
+    def out(self) -> Output:
+        return self.ctx.out
+
+    def build(self, into: Cleared, revision: str | None) -> None:
+        """Schema, rows, checks, keys and indexes into `into`; then sequences and the stamp."""
+        archive = self.folder / "schema.dump"
+        self.prod.run_tool(
+            self.bindir,
             "pg_dump",
             [
                 "--format=custom",
                 "--schema-only",
-                f"--section={section}",
-                f"--snapshot={snapshot}",
+                f"--snapshot={self.snapshot}",
                 "--exclude-schema=dbguard",
                 f"--file={archive}",
             ],
             read_only=True,
         )
-        restore_archive(bindir, archive, into, 0, None)
-    out.info(f"schema {section} restored from PROD's snapshot")
-
-
-SOURCE_OPTIONS = "-c jit=off -c enable_mergejoin=off"  # tiny word lists: hash joins beat merge joins
-RELAY_CHUNK = 1 << 20
-
-
-def _copy_rows(
-    bindir: Path,
-    prod: Cleared,
-    snapshot: str,
-    into: Cleared,
-    tables: list[LiveTable],
-    coverage: Coverage,
-    salt: str,
-    sizes: dict[str, tuple[int, int]],
-    out: Output,
-) -> CopyStats:
-    """Binary COPY streams PROD -> copy, largest tables first, two at a time, all in PROD's snapshot.
-
-    Each stream is two psql processes: one runs the sanitizing COPY ... TO STDOUT on PROD, the other
-    \\copy ... FROM pstdin into the copy (FREEZE, after a TRUNCATE in the same transaction); this
-    process relays megabyte chunks between them, counting bytes for the progress bar.
-    """
-    stats = CopyStats()
-    work: queue.Queue[LiveTable] = queue.Queue()
-    for t in sorted(tables, key=lambda t: -sizes.get(t.qualified, (0, 0))[1]):
-        work.put(t)
-    errors: list[BaseException] = []
-    with out.progress(bytes_mode=True) as progress, private_folder("refresh") as folder:  # salted SQL: swept if killed
-        tasks = {
-            t.qualified: progress.add_task(t.qualified, total=max(sizes.get(t.qualified, (0, 1))[1], 1)) for t in tables
-        }
-
-        def worker() -> None:
-            try:
-                while True:
-                    try:
-                        table = work.get_nowait()
-                    except queue.Empty:
-                        return
-                    advance = partial(progress.advance, tasks[table.qualified])
-                    rows, size = _copy_table(bindir, prod, snapshot, into, table, coverage, salt, Path(folder), advance)
-                    progress.update(tasks[table.qualified], total=max(size, 1), completed=max(size, 1))
-                    stats.rows[table.qualified], stats.bytes[table.qualified] = rows, size
-            except BaseException as exc:  # re-raised in the caller's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker) for _ in range(COPY_WORKERS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    if errors:
-        raise errors[0]
-    return stats
-
-
-def _private_file(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the salt
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    return path
-
-
-def _copy_table(
-    bindir: Path,
-    prod: Cleared,
-    snapshot: str,
-    into: Cleared,
-    table: LiveTable,
-    coverage: Coverage,
-    salt: str,
-    folder: Path,
-    advance: Callable[[int], object],
-) -> tuple[int, int]:
-    name = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name)).as_string(None)
-    columns = ", ".join(sql.Identifier(c.name).as_string(None) for c in table.columns)
-    select = sanitized_select(table, coverage.rules[table.qualified], salt).as_string(None)
-    tag = f"{table.schema}.{table.name}".replace("/", "_")
-    send = _private_file(
-        folder / f"send-{tag}.sql",
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
-        f"SET TRANSACTION SNAPSHOT {sql.Literal(snapshot).as_string(None)};\n"
-        f"COPY ({select}) TO STDOUT (FORMAT binary);\nCOMMIT;\n",
-    )
-    receive = _private_file(
-        folder / f"receive-{tag}.sql",
-        f"BEGIN;\nTRUNCATE ONLY {name};\n\\copy {name} ({columns}) FROM pstdin WITH (FORMAT binary, FREEZE)\nCOMMIT;\n",
-    )
-    psql = ["-X", "-v", "ON_ERROR_STOP=1"]
-    size = 0
-    with (
-        prod.tool(bindir, "psql", [*psql, "-q", "-f", str(send)], read_only=True, options=SOURCE_OPTIONS) as sending,
-        into.tool(bindir, "psql", [*psql, "-f", str(receive)]) as receiving,
-    ):
-        sender = subprocess.Popen(
-            sending[0],
-            env=sending[1],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent(),
+        steps = plan_post_data(self.snap, list_archive(self.bindir, archive, "post-data").lines)
+        sequences = self.snap.execute(
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences "
+            "WHERE schemaname = ANY(%s) AND last_value IS NOT NULL",
+            (list(APP_SCHEMAS),),
+        ).fetchall()
+        began = time.monotonic()
+        run_jobs(self.jobs(into, archive, steps), WORKERS)
+        self.out.info(
+            f"rows copied, checked, keys and indexes built in {time.monotonic() - began:.1f}s "
+            f"({len(self.tables)} tables, {len(steps)} schema steps, {WORKERS} at a time)"
         )
-        receiver = subprocess.Popen(
-            receiving[0],
-            env=receiving[1],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent(),
-        )
-        assert sender.stdout is not None and receiver.stdin is not None
-        try:
-            while chunk := os.read(sender.stdout.fileno(), RELAY_CHUNK):
-                receiver.stdin.write(chunk)
-                size += len(chunk)
-                advance(len(chunk))
-        except BrokenPipeError:  # the receiver failed; its stderr says why
-            sender.kill()
-        _, send_err = sender.communicate()
-        try:
-            received, receive_err = receiver.communicate()  # closes its stdin: end of data
-        except BrokenPipeError:
-            received, receive_err = b"", receiver.stderr.read() if receiver.stderr else b""
-            receiver.wait()
-    if sender.returncode != 0:
-        raise Failed(
-            f"reading {table.qualified} from PROD failed: {first_error_line(send_err)}", "run the refresh again"
-        )
-    if receiver.returncode != 0:
-        raise Failed(
-            f"writing {table.qualified} into the copy failed: {first_error_line(receive_err)}", "run the refresh again"
-        )
-    match = re.search(rb"^COPY (\d+)$", received, re.MULTILINE)
-    return (int(match.group(1)) if match else 0), size
-
-
-def _set_sequences(snap: Connection, into: Cleared) -> None:
-    rows = snap.execute(
-        "SELECT schemaname, sequencename, last_value FROM pg_sequences "
-        "WHERE schemaname = ANY(%s) AND last_value IS NOT NULL",
-        (list(APP_SCHEMAS),),
-    ).fetchall()
-    with into.connect() as conn:
-        for schema, name, value in rows:
-            conn.execute(
-                sql.SQL("SELECT setval({}, %s, true)").format(sql.Literal(f'"{schema}"."{name}"')), (int(value),)
-            )
-
-
-def _verify(
-    into: Cleared,
-    tables: list[LiveTable],
-    coverage: Coverage,
-    counts: dict[str, int],
-    stats: CopyStats,
-    prod_hashes: set[bytes],
-    salt: str,
-    revision: str | None,
-    out: Output,
-) -> None:
-    wrong = [t for t, n in counts.items() if stats.rows.get(t) != n]
-    if wrong:
-        raise Failed(
-            f"the copy's row counts differ from PROD's snapshot in {', '.join(wrong)}; STG is untouched",
-            "run the refresh again",
-        )
-    with into.connect() as conn:
-        load_probe(conn, prod_hashes)
-        rerolled = reroll_coincidences(conn, tables, coverage, salt)
-        copied_revision = current_revision(conn)
-    try:
-        leaks = scan_copy(into, tables, salt)
-    finally:
         with into.connect() as conn:
             drop_probe(conn)
-    if leaks:
-        where = ", ".join(f"{leak.where} ({leak.values})" for leak in leaks)
-        raise Failed(
-            f"the copy still holds PROD emails, names or phones in {where}; STG is untouched",
-            "classify those columns (app/models.py PII classes or the SANITIZE_POLICY file)",
+            copied_revision = current_revision(conn)
+            if copied_revision != revision:
+                raise Failed(
+                    f"the copy is at revision {copied_revision}, PROD at {revision}; STG is untouched",
+                    "run the refresh again",
+                )
+            for schema, name, value in sequences:
+                conn.execute(
+                    sql.SQL("SELECT setval({}, %s, true)").format(sql.Literal(f'"{schema}"."{name}"')), (int(value),)
+                )
+            write_stamp(conn, Tier.STG, self.ctx.target.dbname)
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            self.size = int(size[0]) if size else 0
+        self.out.ok(
+            f"verified: rows per table equal PROD's snapshot ({sum(self.counts.values()):,} rows); no PROD email, "
+            f"name or phone value found in the copy ({self.prod_hashes:,} checked; {self.redrawn} fake(s) that "
+            "happened to equal a real value were drawn again)"
         )
-    if copied_revision != revision:
-        raise Failed(
-            f"the copy is at revision {copied_revision}, PROD at {revision}; STG is untouched", "run the refresh again"
+
+    def jobs(self, into: Cleared, archive: Path, steps: list[Step]) -> list[Job]:
+        """Copies (largest first), each table's checks after its copy, its keys and indexes after its checks,
+        a foreign key after both its tables' keys and indexes, the rest of the schema last."""
+        size = {t.qualified: float(self.sizes.get(t.qualified, (0, 0))[1]) for t in self.tables}
+        copies = [f"copy:{t.qualified}" for t in self.tables]
+        checks = [f"check:{t.qualified}" for t in self.tables]
+        jobs = [
+            Job("pre-data", lambda: self.pre_data(into, archive), priority=5e12),
+            Job("probe", lambda: self.probe(into), priority=4e12),
+            Job("rows-copied", lambda: failpoint("refresh:rows-copied"), set(copies), 6e12),
+        ]
+        for t, copy, check in zip(self.tables, copies, checks, strict=True):
+            jobs.append(Job(copy, partial(self.copy, into, t), {"pre-data"}, 3e12 + size[t.qualified]))
+            jobs.append(Job(check, partial(self.check, into, t), {copy, "probe"}, 2e12 + size[t.qualified]))
+        keys = {s.table: s.name for s in steps if s.kind == "keys"}
+        indexes: dict[str, set[str]] = {}
+        for step in steps:
+            if step.kind == "index":
+                indexes.setdefault(step.table, set()).add(step.name)
+
+        def rows_in(table: str) -> set[str]:  # a copied table's rows are in and checked; others are empty
+            return {f"check:{table}"} if table in size else {"pre-data"}
+
+        def built(table: str) -> set[str]:
+            return rows_in(table) | ({keys[table]} if table in keys else set()) | indexes.get(table, set())
+
+        for step in steps:
+            if step.kind == "keys":
+                after = rows_in(step.table)
+            elif step.kind == "index":
+                after = rows_in(step.table) | ({keys[step.table]} if step.table in keys else set())
+            elif step.kind == "fk":
+                after = built(step.table) | built(step.references)
+            else:
+                after = {s.name for s in steps if s.kind != "rest"} | set(checks) | {"pre-data"}
+            priority = 1e12 + size.get(step.table, 0.0)
+            jobs.append(Job(step.name, partial(self.post, into, archive, step), after, priority))
+        return jobs
+
+    def pre_data(self, into: Cleared, archive: Path) -> None:
+        into.run_tool(
+            self.bindir,
+            "pg_restore",
+            ["--section=pre-data", "--no-owner", "--no-acl", "--exit-on-error", str(archive)],
         )
-    out.ok(
-        f"verified: rows per table equal PROD's snapshot ({sum(counts.values()):,} rows); no PROD email, name or "
-        f"phone value found in the copy ({len(prod_hashes):,} checked; {rerolled} fake(s) that happened to equal a "
-        "real value were drawn again)"
-    )
+        self.out.info("schema pre-data restored from PROD's snapshot")
+        failpoint("refresh:schema-created")
+
+    def post(self, into: Cleared, archive: Path, step: Step) -> None:
+        listing = self.folder / f"{step.name.replace(':', '-').replace('/', '_')}.list"
+        listing.write_text("\n".join(step.lines) + "\n")
+        into.run_tool(
+            self.bindir,
+            "pg_restore",
+            ["--no-owner", "--no-acl", "--exit-on-error", f"--use-list={listing}", str(archive)],
+        )
+
+    def probe(self, into: Cleared) -> None:
+        """PROD's rows per table and the keyed hashes of its emails, names and phones, in the snapshot (a
+        second session imports it); the hashes into the copy; the word lists and fixed values checked."""
+        with self.prod.connect(read_only=True, options=f"{SOURCE_OPTIONS} {self.key.options}") as conn:
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot)))
+            for t in self.tables:
+                q = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+                row = conn.execute(q).fetchone()
+                self.counts[t.qualified] = int(row[0]) if row else 0
+            hashes = prod_pii_hashes(conn, self.tables, self.coverage)
+        self.prod_hashes = len(hashes)
+        with into.connect(options=self.key.options) as conn:
+            load_probe(conn, hashes)
+            conn.commit()
+            self.fail_on(check_constants(conn, self.tables, self.coverage))
+
+    def copy(self, into: Cleared, table: LiveTable) -> None:
+        """One binary COPY stream: PROD's psql (the sanitizing SELECT, in the snapshot) piped into the copy's
+        psql (FREEZE, after a TRUNCATE in the same transaction). The SELECT reaches psql on its stdin."""
+        name = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name)).as_string(None)
+        columns = ", ".join(sql.Identifier(c.name).as_string(None) for c in table.columns)
+        select = sanitized_select(table, self.coverage.rules[table.qualified]).as_string(None)
+        send = [
+            *PSQL,
+            "-q",
+            "-c",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            "-c",
+            f"SET TRANSACTION SNAPSHOT {sql.Literal(self.snapshot).as_string(None)}",
+            "-f",
+            "-",
+            "-c",
+            "COMMIT",
+        ]
+        receive = [
+            *PSQL,
+            "-c",
+            "BEGIN",
+            "-c",
+            f"TRUNCATE ONLY {name}",
+            "-c",
+            f"COPY {name} ({columns}) FROM STDIN (FORMAT binary, FREEZE)",
+            "-c",
+            "COMMIT",
+        ]
+        options = f"{SOURCE_OPTIONS} {self.key.options}"
+        with (
+            self.prod.tool(self.bindir, "psql", send, read_only=True, options=options) as (send_argv, send_env),
+            into.tool(self.bindir, "psql", receive) as (receive_argv, receive_env),
+        ):
+            sender = subprocess.Popen(
+                send_argv,
+                env=send_env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent(),
+            )
+            try:
+                receiver = subprocess.Popen(
+                    receive_argv,
+                    env=receive_env,
+                    stdin=sender.stdout,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    preexec_fn=die_with_parent(),
+                )
+            except BaseException:
+                sender.kill()
+                sender.wait()
+                raise
+            assert sender.stdout is not None
+            sender.stdout.close()  # the receiver holds the pipe now
+            sender.stdout = None
+            _, send_err = sender.communicate(f"COPY ({select}) TO STDOUT (FORMAT binary);\n".encode())
+            received, receive_err = receiver.communicate()
+        if sender.returncode != 0:
+            raise Failed(
+                f"reading {table.qualified} from PROD failed: {first_error_line(send_err)}", "run the refresh again"
+            )
+        if receiver.returncode != 0:
+            raise Failed(
+                f"writing {table.qualified} into the copy failed: {first_error_line(receive_err)}",
+                "run the refresh again",
+            )
+        match = re.search(rb"^COPY (\d+)$", received, re.MULTILINE)
+        self.received[table.qualified] = int(match.group(1)) if match else -1
+
+    def check(self, into: Cleared, table: LiveTable) -> None:
+        """The table's rows against PROD's count; coinciding fakes drawn again; its text scanned (pii_scan.py)."""
+        expected, got = self.counts[table.qualified], self.received[table.qualified]
+        if got != expected:
+            raise Failed(
+                f"the copy's row counts differ from PROD's snapshot in {table.qualified} ({got:,} copied, "
+                f"{expected:,} in PROD); STG is untouched",
+                "run the refresh again",
+            )
+        rules = self.coverage.rules[table.qualified]
+        if not any(rerolled(c, rules.get(c.name)) or needs_scan(c, rules.get(c.name)) for c in table.columns):
+            return
+        with into.connect(options=self.key.options) as conn:
+            redrawn = reroll_table(conn, table, rules)
+            leaks = redrawn.unresolved + scan_table(conn, table, rules)
+        with self.lock:
+            self.redrawn += redrawn.fixed
+        self.fail_on(leaks)
+
+    def fail_on(self, leaks: list[Leak]) -> None:
+        if leaks:
+            where = ", ".join(f"{leak.where} ({leak.values})" for leak in leaks)
+            raise Failed(
+                f"the copy still holds PROD emails, names or phones in {where}; STG is untouched",
+                "classify those columns (app/models.py PII classes or the SANITIZE_POLICY file)",
+            )
 
 
 def undo_refresh(ctx: TaskContext) -> int:
     """Swap the previous STG back (and the current one into the 'previous' slot)."""
-    stg, out = ctx.target, ctx.out
-    previous = previous_name(stg)
-    if not stg.database_exists(previous):
-        raise Refused(f"there is no previous STG ({previous}) to put back", "nothing to undo")
-    with stg.sibling(previous).connect(read_only=True) as conn:
-        stamp = read_stamp(conn)
-    if stamp is None or stamp.tier is not Tier.STG:
-        raise Refused(
-            f"{previous} is not stamped STG; it will not be put in STG's place",
-            "inspect it, then stamp it if it really is STG: invoke db.stamp --env stg",
-        )
-    if ctx.dry_run:
-        out.plan(f"swap {previous} and {stg.dbname}")
-        return 0
-    stg.exchange(previous, wait_seconds=float(ctx.settings.get("SWAP_WAIT_SECONDS")), out=out)
-    out.ok(f"put the previous STG back as {stg.dbname}; the refreshed copy is now {previous}")
-    return 0
+    return put_back(ctx)
 
 
 def sanitize_check_task(ctx: TaskContext) -> int:
