@@ -72,6 +72,19 @@ def test_backup_writes_a_private_file_and_a_complete_manifest(tiers: Tiers, tmp_
     assert f"backup {dump}" in proc.stdout and "sha256" in proc.stdout
 
 
+def test_a_prod_backup_is_verified_as_it_is_taken_an_stg_one_when_asked(tiers: Tiers, tmp_path: Path) -> None:
+    """PROD's undo point is a dump: read back (pg_restore --list, every table's data in it) before it counts."""
+    seed(tiers, tmp_path, Tier.PROD)
+    seed(tiers, tmp_path, Tier.STG)
+    env = env_for(tiers, tmp_path)
+    for tier in ("prod", "stg"):
+        assert invoke_cli("db.backup", "--env", tier, env=env).returncode == 0
+    (prod,) = list_backups(tmp_path / "backups", "prod")
+    (stg,) = list_backups(tmp_path / "backups", "stg")
+    assert prod.verified_at and not stg.verified_at
+    assert "(verified)" in invoke_cli("db.status", env=env).stdout
+
+
 def test_prod_tool_sessions_are_read_only_on_the_server(tiers: Tiers) -> None:
     from dbguard.cluster.pgtools import require_bindir, run_tool
     from dbguard.errors import Failed
@@ -151,6 +164,7 @@ def test_deep_verify_restores_and_compares_with_the_manifest(tiers: Tiers, tmp_p
 def test_restore_prod_backup_into_stg_is_restamped_stg(tiers: Tiers, tmp_path: Path) -> None:
     seed(tiers, tmp_path, Tier.PROD, seed_value=11)
     seed(tiers, tmp_path, Tier.STG, seed_value=22)
+    stg_before = tiers.sql(Tier.STG, "SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM users u")
     env = env_for(tiers, tmp_path)
     assert invoke_cli("db.backup", "--env", "prod", env=env).returncode == 0
     (prod_dump,) = list((tmp_path / "backups").glob("prod-*.dump"))
@@ -173,11 +187,14 @@ def test_restore_prod_backup_into_stg_is_restamped_stg(tiers: Tiers, tmp_path: P
         tiers.sql(Tier.STG, "SELECT tier || ' ' || database_name FROM dbguard.tier_stamp")
         == f"stg {tiers.names[Tier.STG]}"
     )
-    assert len(list((tmp_path / "backups").glob("stg-*.dump"))) == 1  # the target was backed up first
+    # STG's undo point is the replaced database itself, renamed (issue 15), where it was a dump of it
+    assert not list((tmp_path / "backups").glob("stg-*.dump"))
+    previous = tiers.names[Tier.STG] + "__previous"
+    assert tiers.local.psql(previous, "SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM users u") == stg_before
     status = invoke_cli("db.status", env=env)
-    assert "0002 (at head)" in status.stdout
-    leftovers = f"SELECT count(*) FROM pg_database WHERE datname LIKE '{tiers.names[Tier.STG]}\\_\\_%'"
-    assert tiers.local.psql("postgres", leftovers) == "0"  # this test's own: other tests keep <stg>__previous
+    assert "0002 (at head)" in status.stdout and previous in status.stdout
+    leftovers = f"SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '{tiers.names[Tier.STG]}\\_\\_%'"
+    assert tiers.local.psql("postgres", leftovers) == previous  # no scratch database is left, only the undo point
 
 
 def test_restore_refusals_happen_before_anything_is_touched(tiers: Tiers, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -42,15 +43,55 @@ def test_reset_stg_backs_up_rebuilds_through_alembic_keeps_the_stamp_and_seeds(t
     env = env_for(tiers, tmp_path)
     proc = invoke_cli("db.reset", "--env", "stg", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    backups = sorted((tmp_path / "backups").glob("stg-*.dump"))
-    assert len(backups) == 1 and f"backup {backups[0]}" in proc.stdout
+    # STG's undo point is the database the reset replaced, renamed (issue 15), where it was a dump of it
+    previous = tiers.names[Tier.STG] + "__previous"
+    assert f"kept as {previous}" in proc.stdout and not list((tmp_path / "backups").glob("stg-*.dump"))
+    assert tiers.local.psql(previous, "SELECT tier FROM dbguard.tier_stamp") == "stg"
     assert "schema rebuilt at 0002 through Alembic" in proc.stdout and "seeded 4,440 rows" in proc.stdout
     assert tiers.sql(Tier.STG, "SELECT version_num FROM alembic_version") == "0002"
     assert tiers.sql(Tier.STG, "SELECT tier FROM dbguard.tier_stamp") == "stg"
     assert tiers.sql(Tier.STG, "SELECT count(*) FROM users") == "200"
     proc = invoke_cli("db.reset", "--env", "stg", "--no-seed", env=env)
     assert proc.returncode == 0 and tiers.sql(Tier.STG, "SELECT count(*) FROM users") == "0"
-    assert len(list((tmp_path / "backups").glob("stg-*.dump"))) == 2
+    assert tiers.local.psql(previous, "SELECT count(*) FROM users") == "200"  # the seeded one, set aside
+    undo = f"SELECT count(*) FROM pg_database WHERE datname LIKE '{tiers.names[Tier.STG]}\\_\\_undo\\_%'"
+    assert tiers.local.psql("postgres", undo) == "1"  # and the one before it (STG_UNDO_KEEP=2)
+
+
+def test_stg_undo_points_are_kept_listed_dropped_beyond_the_limit_and_put_back(tiers: Tiers, tmp_path: Path) -> None:
+    """STG's undo point is the database a reset (restore, refresh) replaced: renamed, listed by db.status with
+    its size, the newest STG_UNDO_KEEP kept, and put back by db.restore --env stg --from previous."""
+    env = env_for(tiers, tmp_path)
+    stg = tiers.names[Tier.STG]
+    users = {}
+    for seed in ("1", "2", "3"):
+        proc = invoke_cli("db.reset", "--env", "stg", "--scenario", "minimal", "--seed", seed, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        users[seed] = tiers.sql(Tier.STG, "SELECT string_agg(email, ',' ORDER BY id) FROM users")
+    assert "dropped the undo point" in proc.stdout and ": 2 are kept" in proc.stdout
+    siblings = tiers.local.psql(
+        "postgres",
+        f"SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE '{stg}\\_\\_%'",
+    ).split(",")
+    assert len(siblings) == 2 and siblings[0] == f"{stg}__previous" and siblings[1].startswith(f"{stg}__undo_")
+    assert tiers.local.psql(f"{stg}__previous", "SELECT string_agg(email, ',' ORDER BY id) FROM users") == users["2"]
+    assert tiers.local.psql(siblings[1], "SELECT string_agg(email, ',' ORDER BY id) FROM users") == users["1"]
+
+    status = invoke_cli("db.status", env=env)
+    assert status.returncode == 0, status.stderr
+    listed = [line for line in status.stdout.splitlines() if f"{stg}__" in line]
+    assert len(listed) == 2 and all("reset" in line and re.search(r"\d B|[kMG]B", line) for line in listed), (
+        status.stdout
+    )
+
+    proc = invoke_cli("db.restore", "--env", "stg", "--from", "previous", env=env)
+    assert proc.returncode == 0 and "put the previous STG back" in proc.stdout, proc.stdout + proc.stderr
+    assert tiers.sql(Tier.STG, "SELECT string_agg(email, ',' ORDER BY id) FROM users") == users["2"]
+    assert tiers.sql(Tier.STG, "SELECT tier || ' ' || database_name FROM dbguard.tier_stamp") == f"stg {stg}"
+    assert invoke_cli("db.restore", "--env", "stg", "--from", "previous", env=env).returncode == 0  # and back
+    assert tiers.sql(Tier.STG, "SELECT string_agg(email, ',' ORDER BY id) FROM users") == users["3"]
+    proc = invoke_cli("db.restore", "--env", "int", "--from", "previous", env=env)
+    assert proc.returncode == 2  # INT keeps no undo point: "previous" is no backup file there
 
 
 def test_reset_dry_run_touches_nothing(tiers: Tiers, tmp_path: Path) -> None:
@@ -59,9 +100,11 @@ def test_reset_dry_run_touches_nothing(tiers: Tiers, tmp_path: Path) -> None:
     before = schema_fingerprint(tiers, Tier.STG)
     proc = invoke_cli("db.reset", "--env", "stg", "--no-seed", "--dry-run", env=env)
     assert proc.returncode == 0
-    assert "plan: back up" in proc.stdout and "plan: in one transaction: drop schema(s) public" in proc.stdout
+    # STG is rebuilt beside itself, the old one kept as its undo point (issue 15): no drop, no dump
+    assert "plan: back up" in proc.stdout and "plan: in a new database: migrate from empty to 0002" in proc.stdout
     assert schema_fingerprint(tiers, Tier.STG) == before
-    assert len(list((tmp_path / "backups").glob("stg-*.dump"))) == 1
+    siblings = f"SELECT count(*) FROM pg_database WHERE datname LIKE '{tiers.names[Tier.STG]}\\_\\_%'"
+    assert tiers.local.psql("postgres", siblings) == "1"  # the first reset's undo point, nothing new
     last = json.loads((tmp_path / "logs" / "audit.jsonl").read_text().splitlines()[-1])
     assert last["outcome"] == "dry-run" and last["task"] == "reset"
 
@@ -72,7 +115,7 @@ def test_reset_killed_at_any_step_leaves_the_old_contents_and_the_next_run_succe
     env = env_for(tiers, tmp_path)
     assert invoke_cli("db.reset", "--env", "stg", "--scenario", "minimal", "--seed", "5", env=env).returncode == 0
     before = schema_fingerprint(tiers, Tier.STG)
-    for point in ("backup:dumping", "reset:schema-dropped", "seed:after-tasks"):
+    for point in ("reset:schema-dropped", "seed:after-tasks", "reset:before-swap"):  # no dump step any more
         kill_at(point, ["db.reset", "--env", "stg", "--scenario", "demo"], env, tmp_path)
         wait_for_no_sessions(tiers.local.psql, tiers.names[Tier.STG])
         assert schema_fingerprint(tiers, Tier.STG) == before, point

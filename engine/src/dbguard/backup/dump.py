@@ -1,7 +1,9 @@
 """db.backup: pg_dump in PostgreSQL's custom format, written atomically, with a manifest beside it.
 
 The dump and the exact row counts come from one exported snapshot, so the manifest describes
-exactly what the file holds. PROD is read through a session the server keeps read-only.
+exactly what the file holds. PROD is read through a session the server keeps read-only. A PROD
+dump is verified as soon as it is written (its archive read back, every table's data in it), since
+it is PROD's undo point (backup/undo.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from psycopg import IsolationLevel, sql
 
+from dbguard.backup.archive import list_archive
 from dbguard.backup.files import (
     Backup,
     backup_name,
@@ -33,6 +36,7 @@ from dbguard.errors import Failed
 from dbguard.failpoints import failpoint
 from dbguard.guard.cleared import Cleared
 from dbguard.guard.connect import Connection
+from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision
 from dbguard.reports.status import human_size
 from dbguard.settings import Settings
@@ -77,8 +81,12 @@ def count_rows(conn: Connection, tables: list[str]) -> dict[str, int]:
     return counts
 
 
-def take_backup(settings: Settings, target: Cleared, out: Output | None, *, reason: str = "manual") -> Backup:
-    """Dump `target` (as the guard cleared it) into the backups folder; return the finished backup."""
+def take_backup(
+    settings: Settings, target: Cleared, out: Output | None, *, reason: str = "manual", verify: bool | None = None
+) -> Backup:
+    """Dump `target` (as the guard cleared it) into the backups folder; return the finished backup.
+
+    `verify` (default: on PROD) reads the archive back before the backup counts as taken."""
     folder = ensure_backups_dir(settings.backups_dir)
     remove_stale_partials(folder)
     bindir = require_bindir(settings.values, ("pg_dump", "pg_restore"))
@@ -126,6 +134,8 @@ def take_backup(settings: Settings, target: Cleared, out: Output | None, *, reas
             "verified_at": None,
         },
     )
+    if verify if verify is not None else target.tier is Tier.PROD:
+        verify_written(bindir, backup)
     try:
         backup.save_manifest()
     except OSError as exc:
@@ -140,6 +150,20 @@ def take_backup(settings: Settings, target: Cleared, out: Output | None, *, reas
             f"{human_size(int(size / seconds))}/s"
         )
     return backup
+
+
+def verify_written(bindir: Path, backup: Backup) -> None:
+    """The archive lists every table the manifest counted (`pg_restore --list`); marked verified."""
+    listing = list_archive(bindir, backup.path)
+    listed = {t.replace('"', "") for t in listing.data_tables}
+    missing = sorted(t for t in dict(backup.manifest["rows"]) if t.replace('"', "") not in listed)
+    if missing:
+        backup.path.unlink(missing_ok=True)
+        raise Failed(
+            f"the backup {backup.path.name} does not hold the data of {', '.join(missing)}; it was removed",
+            "check the server and free space in BACKUP_DIR, then run it again",
+        )
+    backup.manifest["verified_at"] = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class DumpProcess:

@@ -2,8 +2,10 @@
 
 A failed or killed restore leaves the target as it was (the next run removes the scratch
 database). The result is re-stamped with the target's tier, so a PROD backup restored into STG
-becomes STG. The target is backed up first (STG, PROD); a backup whose checksum fails, or that
+becomes STG. The target's undo point is kept (backup/undo.py): STG's is the replaced database itself,
+set aside by the swap; PROD's a verified dump taken first. A backup whose checksum fails, or that
 comes from a newer PostgreSQL major than the target server, is refused before anything is touched.
+`--from previous` puts the undo point `<db>__previous` back instead.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import nullcontext
 
 from dbguard.backup.dump import take_backup
 from dbguard.backup.files import Backup, resolve_backup
+from dbguard.backup.undo import keeps_database, previous_name, put_back
 from dbguard.backup.verify import check_file, restore_and_count, rows_differing
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.pgtools import require_bindir, tool_major_version
@@ -55,6 +58,8 @@ def check_versions(ctx: TaskContext, backup: Backup) -> None:
 
 def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) -> int:
     settings, target, out, tier = ctx.settings, ctx.target, ctx.out, ctx.tier
+    if spec == "previous" and keeps_database(ctx):
+        return put_back(ctx, what=f"the previous {tier.value.upper()}")
     began = time.monotonic()
     backup = resolve_backup(settings.backups_dir, spec, tier.value)
     ctx.facts["from"] = backup.path.name
@@ -75,13 +80,14 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
         f"{backup.path.name}: checksum matches; {source_tier.upper()} '{backup.manifest.get('database')}' at "
         f"revision {backup.manifest.get('revision')}, {sum(dict(backup.manifest.get('rows', {})).values()):,} rows"
     )
+    aside = keeps_database(ctx)
     if ctx.dry_run:
-        steps = ["back up the target"] if ctx.clearance.rule.backup_first else []
+        steps = ["back up the target"] if ctx.clearance.rule.backup_first and not aside else []
         steps += [
             "restore into a scratch database",
             f"re-stamp it {tier.value.upper()}",
             "compare rows with the manifest",
-            f"swap it in as {target.dbname}",
+            f"swap it in as {target.dbname}" + (f", the current one kept as {previous_name(ctx)}" if aside else ""),
         ]
         out.plan(", then ".join(steps))
         return 0
@@ -91,7 +97,7 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
     lock = exclusive(target, "restore") if target_exists else nullcontext()
     with target.scratch("restore") as scratch:
         with lock:
-            if ctx.clearance.rule.backup_first and target_exists:
+            if ctx.clearance.rule.backup_first and target_exists and not aside:
                 before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
                 ctx.facts["backup"] = before.path.name
             rows, revision = restore_and_count(
@@ -106,11 +112,16 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
         failpoint("restore:before-swap")
         target.swap_in(
             scratch,
-            keep_old_as=None,
+            keep_old_as=previous_name(ctx) if aside else None,
             wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
             out=out,
+            keep=settings.stg_undo_keep,
+            note=f"restore of {backup.path.name}",
         )
     ctx.facts["revision"] = revision
+    if aside and target_exists:
+        ctx.facts["undo_point"] = previous_name(ctx)
+        out.info(f"the previous {target.dbname} is kept as {previous_name(ctx)}: --from previous puts it back")
     seconds = max(time.monotonic() - began, 1e-6)
     size = backup.path.stat().st_size
     out.ok(

@@ -2,14 +2,18 @@
 
 An unreachable tier (PROD behind a VPN, say) is a row that says why; it never fails the others.
 Each tier is read as the guard clears it for the 'report' row: read-only, never started or created.
+A second table lists each tier's undo points (backup/undo.py): the databases a swap set aside and the
+newest backup file, with their sizes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dbguard.backup.files import Backup, list_backups
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cluster.embedded import EmbeddedCluster
+from dbguard.cluster.scratch import UndoPoint, undo_points
 from dbguard.errors import OpsError
 from dbguard.guard.config import all_targets, prod_tls_finding
 from dbguard.guard.door import report_target
@@ -32,6 +36,7 @@ class TierStatus:
     connections: int | None = None
     server_version: str = ""
     warnings: tuple[str, ...] = ()
+    undo: list[UndoPoint] = field(default_factory=list)  # databases a swap set aside (STG)
 
 
 def human_size(n: int | None) -> str:
@@ -62,6 +67,7 @@ def tier_status(settings: Settings, tier: Tier, target: Target | OpsError, code_
                 "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()), "
                 "current_setting('server_version')"
             ).fetchone()
+            undo = undo_points(conn, target.dbname)
     except OpsError as exc:
         return TierStatus(tier, target.short(), False, exc.short, warnings=warnings)
     assert row is not None
@@ -88,6 +94,7 @@ def tier_status(settings: Settings, tier: Tier, target: Target | OpsError, code_
         int(row[1]),
         str(row[2]),
         warnings,
+        undo,
     )
 
 
@@ -116,7 +123,36 @@ def show_status(settings: Settings, out: Output) -> list[TierStatus]:
             "-" if r.connections is None else str(r.connections),
         )
     out.table(table)
+    show_undo_points(settings, out, rows)
     for r in rows:
         for w in r.warnings:
             out.warn(f"{r.tier.value.upper()}: {w}")
     return rows
+
+
+def newest_backup(settings: Settings, tier: Tier) -> Backup | None:
+    try:
+        backups = list_backups(settings.backups_dir, tier.value)
+    except OSError:
+        return None
+    return backups[-1] if backups else None
+
+
+def show_undo_points(settings: Settings, out: Output, rows: list[TierStatus]) -> None:
+    """Each tier's undo points: the databases a swap set aside, and the newest backup file."""
+    table = new_table("undo points (docs/operations.md)", "tier", "undo point", "set aside (UTC)", "before", "size")
+    for r in rows:
+        for point in r.undo:
+            add_row(
+                table, out.badge(r.tier), point.name, point.taken_at[:19] or "?", point.before or "?",
+                human_size(point.size_bytes),
+            )  # fmt: skip
+        backup = newest_backup(settings, r.tier)
+        if backup is not None:
+            verified = " (verified)" if backup.verified_at else ""
+            add_row(
+                table, out.badge(r.tier), f"backup {backup.path.name}{verified}", f"{backup.created:%Y-%m-%dT%H:%M:%S}",
+                str(backup.manifest.get("reason") or "manual"), human_size(int(backup.manifest.get("size_bytes") or 0)),
+            )  # fmt: skip
+    if table.row_count:
+        out.table(table)

@@ -1,25 +1,34 @@
 """db.reset and db.seed: rebuild the app schema through Alembic and fill it with seed data.
 
-A reset is one transaction: drop the app's schemas, migrate from empty to head, seed. Killed at
-any moment, the database keeps its old contents and nothing half-made survives. The tier stamp
-lives in its own schema and is never dropped. Never on PROD (the policy table).
+Killed at any moment, the database keeps its old contents and nothing half-made survives. Never on
+PROD (the policy table). Two ways, by the tier's policy cell:
+- a tier that keeps an undo point (STG, `backup_first`): the new database is built beside the live one
+  (a scratch database: migrate from empty to head, seed, stamp), then swapped in; the old database is
+  kept, renamed `<db>__previous`, as the undo point: nothing is copied, however large it is;
+- otherwise (INT): one transaction in place: drop the app's schemas, migrate, seed. The tier stamp
+  lives in its own schema and is never dropped.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from dbguard.backup.dump import take_backup
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
+from dbguard.cluster.scratch import PREVIOUS, sibling_name
 from dbguard.errors import Refused
 from dbguard.failpoints import failpoint
 from dbguard.guard.locks import exclusive
+from dbguard.guard.stamp import write_stamp
 from dbguard.migrations.history import current_revision, head, pending_revisions
 from dbguard.migrations.schema import APP_SCHEMAS, drop_app_schemas, raw, upgrade
 from dbguard.seeding.runner import SeedPlan, TableResult, app_tables_with_rows, make_plan, seed_database
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection as SAConnection
 
 RESET_LOCK_TIMEOUT = "10s"  # how long a reset waits for the app's own sessions to let go of a table
 
@@ -47,32 +56,73 @@ def reset_task(
     plan = make_plan(ctx.settings.project, scenario, seed=seed_value, scale=scale) if seed else None
     code_head = head(settings) or "base (no revisions yet)"
     ctx.facts.update({"scenario": scenario if seed else None, "head": code_head})
+    aside = ctx.clearance.rule.backup_first  # STG: keep the live database as the undo point
+    previous = sibling_name(target.dbname, PREVIOUS)
     if ctx.dry_run:
-        if ctx.clearance.rule.backup_first:
-            out.plan(f"back up {target.dbname} into {settings.backups_dir}")
-        out.plan(
-            f"in one transaction: drop schema(s) {', '.join(APP_SCHEMAS)} (the tier stamp stays), "
-            f"migrate from empty to {code_head} through Alembic" + (", then seed" if plan else "")
-        )
+        if aside:
+            out.plan(
+                f"back up {target.dbname} by keeping it, renamed {previous}, as its undo point (nothing is copied); "
+                "build the new one beside it and swap it in"
+            )
+            out.plan(
+                f"in a new database: migrate from empty to {code_head} through Alembic"
+                + (", then seed" if plan else "")
+                + f", stamp it {ctx.tier.value.upper()}"
+            )
+        else:
+            out.plan(
+                f"in one transaction: drop schema(s) {', '.join(APP_SCHEMAS)} (the tier stamp stays), "
+                f"migrate from empty to {code_head} through Alembic" + (", then seed" if plan else "")
+            )
         if plan:
             show_plan(out, plan)
         return 0
-    with exclusive(target, "reset"):
-        if ctx.clearance.rule.backup_first:
-            backup = take_backup(settings, target, out, reason="before reset")
-            ctx.facts["backup"] = backup.path.name
-        began = time.perf_counter()
-        with target.sa_connection() as conn, conn.begin():
-            raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
-            drop_app_schemas(conn)
-            failpoint("reset:schema-dropped")
-            upgrade(settings, conn, "head")
-            out.info(f"schema rebuilt at {code_head} through Alembic")
-            results = seed_database(raw(conn), plan, out) if plan else []
-        if plan:
-            show_results(out, results, time.perf_counter() - began)
+    if aside:
+        _reset_aside(ctx, plan, code_head)
+        ctx.facts["undo_point"] = previous
+    else:
+        with exclusive(target, "reset"):
+            began = time.perf_counter()
+            with target.sa_connection() as conn, conn.begin():
+                raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
+                drop_app_schemas(conn)
+                failpoint("reset:schema-dropped")
+                _rebuild(ctx, conn, plan, code_head, began)
     out.ok(f"reset {target.dbname}: at {code_head}" + (f", seeded '{scenario}'" if plan else ", empty"))
+    if aside:
+        out.info(f"the previous {target.dbname} is kept as {previous}: invoke db.restore --env stg --from previous")
     return 0
+
+
+def _rebuild(ctx: TaskContext, conn: SAConnection, plan: SeedPlan | None, code_head: str, began: float) -> None:
+    upgrade(ctx.settings, conn, "head")
+    ctx.out.info(f"schema rebuilt at {code_head} through Alembic")
+    results = seed_database(raw(conn), plan, ctx.out) if plan else []
+    if plan:
+        show_results(ctx.out, results, time.perf_counter() - began)
+
+
+def _reset_aside(ctx: TaskContext, plan: SeedPlan | None, code_head: str) -> None:
+    """The new database built in a scratch database beside the live one, stamped, then swapped in; the live
+    one kept as the undo point (cluster/scratch.py). The live one is locked against other resets meanwhile."""
+    settings, target, out = ctx.settings, ctx.target, ctx.out
+    target.drop_leftovers(("reset", "old"), out=out)
+    with target.scratch("reset") as into:
+        with exclusive(target, "reset"):
+            began = time.perf_counter()
+            with into.sa_connection() as conn, conn.begin():
+                failpoint("reset:schema-dropped")  # the database being written holds no app schema yet
+                _rebuild(ctx, conn, plan, code_head, began)
+                write_stamp(raw(conn), ctx.tier, target.dbname)
+        failpoint("reset:before-swap")
+        target.swap_in(
+            into,
+            keep_old_as=sibling_name(target.dbname, PREVIOUS),
+            wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
+            out=out,
+            keep=settings.stg_undo_keep,
+            note="reset",
+        )
 
 
 def seed_task(
