@@ -12,9 +12,10 @@ import pytest
 from dbguard.guard.tiers import Tier
 
 from tests.support.cli import invoke_cli
+from tests.support.clusters import ThrowawayCluster
 from tests.support.kill import kill_at, wait_for_no_sessions
 from tests.support.project import PROJECT
-from tests.support.setup import Tiers, state_values
+from tests.support.setup import Tiers, make_tiers, state_values
 
 EMAIL = re.compile(r"^[a-z'-]+\.[a-z'-]+\.[0-9a-f]{10}@example\.(com|net|org)$")
 
@@ -269,3 +270,66 @@ def test_sessions_on_stg_at_swap_time_are_terminated_with_a_message(prod_and_stg
             idle.execute("SELECT 1")
     finally:
         idle.close()
+
+
+# the attack of issue 10, item 3: statements smuggled into PROD's copy script through a `sql:` rule, shaped to
+# close the COPY the rule used to be pasted into
+SMUGGLED = (
+    "NULL)::text FROM ONLY public.audit_events t) TO STDOUT; COMMIT; BEGIN READ WRITE; "
+    "CREATE TABLE public.pwned (i int); UPDATE dbguard.tier_stamp SET tier = 'stg'; COMMIT; SELECT (NULL"
+)
+
+
+def test_a_sql_rule_smuggling_statements_is_refused_in_one_line_and_prod_is_untouched(
+    prod_and_stg: Tiers, tmp_path: Path
+) -> None:
+    tiers = prod_and_stg
+    tiers.sql(
+        Tier.PROD,
+        "CREATE TABLE audit_events (id bigint PRIMARY KEY, note text); "
+        "INSERT INTO audit_events SELECT g, 'note ' || g FROM generate_series(1, 5) g",
+    )
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[tables.audit_events]\nnote = "sql:{SMUGGLED}"\n')
+    before = fingerprint(tiers, Tier.STG)
+    proc = invoke_cli("db.refresh-staging", env=env_for(tiers, tmp_path, SANITIZE_POLICY=str(policy)))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "the sql: rule for audit_events.note in policy.toml is not one SQL expression: " in errors[0]
+    assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.pwned') IS NULL") == "t"
+    assert tiers.sql(Tier.PROD, "SELECT tier FROM dbguard.tier_stamp") == "prod"
+    assert fingerprint(tiers, Tier.STG) == before
+    stg = tiers.names[Tier.STG]
+    assert tiers.local.psql("postgres", f"SELECT count(*) FROM pg_database WHERE datname LIKE '{stg}\\_\\_%'") == "0"
+
+
+def test_the_sanitizing_key_never_reaches_prods_logs(local_server: ThrowawayCluster, tmp_path: Path) -> None:
+    """Issue 10, item 6: a PROD that logs every statement (and every duration, and errors' statements) holds
+    neither the salt nor anything derived from it after a refresh; the key travels as a session setting."""
+    from dbguard.refresh.expressions import text_seed
+
+    prod = ThrowawayCluster("logging-prod", password="logged-Prod-pw1").start()
+    try:
+        for setting in (
+            "log_statement = 'all'",
+            "log_min_duration_statement = 0",
+            "log_min_error_statement = 'info'",
+            "log_connections = on",
+            "log_parameter_max_length = -1",
+        ):
+            prod.psql("postgres", f"ALTER SYSTEM SET {setting}")
+        prod.psql("postgres", "SELECT pg_reload_conf()")
+        tiers = make_tiers(tmp_path, local_server, prod, prod_url=prod.tcp_url)
+        fill(tiers, Tier.PROD, seed_value=43)
+        fill(tiers, Tier.STG, seed_value=44, scenario="minimal")
+        salt = "canary-salt-5f0d9c2e7a41"
+        proc = invoke_cli("db.refresh-staging", env=env_for(tiers, tmp_path, SANITIZE_SALT=salt))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        log = (prod.base / "log").read_text(errors="replace")
+        assert "COPY (" in log and "statement:" in log  # the log really holds every statement
+        for secret in (salt, salt.encode().hex(), str(text_seed(salt))):
+            assert secret not in log
+        assert salt not in proc.stdout + proc.stderr
+    finally:
+        prod.destroy()
