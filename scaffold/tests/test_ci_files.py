@@ -41,7 +41,8 @@ def test_prod_is_migrated_only_with_the_ladders_report_behind_a_manual_approval(
     migrate = [i for i, s in enumerate(steps) if "db.migrate --env prod" in s.get("run", "")]
     assert downloads and migrate and downloads[0] < migrate[0]
     assert "--ladder-report ladder.json" in steps[migrate[0]]["run"]
-    assert "secrets." in deploy["env"]["PROD_DATABASE_URL"]  # the write credential lives in the environment's secrets
+    assert "secrets." in deploy["env"]["PROD_DATABASE_URL"]  # the read-only credential, from the secrets
+    assert "secrets." in deploy["env"]["PROD_MIGRATOR_PASSWORD"] and deploy["env"]["PROD_WRITE_PASSWORD_COMMAND"]
     # the report is signed and checked with one key from the jobs' secrets; the rehearsal has its verified backup
     assert all("secrets." in jobs[j]["env"]["LADDER_REPORT_KEY"] for j in ("ladder", "deploy"))
     ladder_runs = [s.get("run", "") for s in jobs["ladder"]["steps"]]
