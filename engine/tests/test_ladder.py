@@ -248,6 +248,7 @@ def test_pending_revisions_are_rehearsed_on_a_verified_backup_of_prod_at_its_rev
     tiers: Tiers, ladder_settings: Settings
 ) -> None:
     """The normal flow: invoke db.backup --env prod && invoke db.verify latest && nox -s migrations."""
+    from dbguard.backup.files import list_backups
     from dbguard.backup.verify import verify_task
     from dbguard.cli.commands import backup
     from dbguard.ladder.gate import passes
@@ -267,6 +268,9 @@ def test_pending_revisions_are_rehearsed_on_a_verified_backup_of_prod_at_its_rev
     assert passes(ladder_settings) == []
 
     assert run_task(ladder_settings, "backup", "prod", robot(), backup).code == 0
+    (taken,) = list_backups(ladder_settings.backups_dir, "prod")
+    taken.manifest["verified_at"] = None  # (a PROD backup is verified as it is taken: undo that here)
+    taken.save_manifest()
     assert check(run(ladder_settings), "rehearsal on the newest")[0].startswith(NOT_VERIFIED)  # not verified yet
     verify = run_task(
         ladder_settings, "verify", "prod", robot(), lambda ctx: verify_task(ctx, backup="latest", deep=False)
