@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from dbguard.errors import Failed
+import psycopg
+
+from dbguard.errors import Failed, Refused
 
 if TYPE_CHECKING:
     from dbguard.guard.connect import Connection
@@ -35,8 +37,15 @@ class Pin:
 
 
 def read_pin(conn: Connection) -> Pin:
-    """The pin of the database `conn` is connected to (in the caller's transaction, which it leaves as it was)."""
-    row = conn.execute(_QUERY).fetchone()
+    """The pin of the database `conn` is connected to (in the caller's transaction)."""
+    try:
+        row = conn.execute(_QUERY).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        raise Refused(
+            f"user '{conn.info.user}' may not read the server's identity (pg_control_system()), so the guard "
+            "cannot prove which server it reached",
+            f"GRANT EXECUTE ON FUNCTION pg_control_system() TO {conn.info.user} (PostgreSQL grants it to all)",
+        ) from None
     assert row is not None
     return Pin(int(row[0]), int(row[1]), conn.info.hostaddr or "")
 
