@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbguard.errors import Refused
+from dbguard.guard.identity import read_pin
 from dbguard.migrations.history import current_revision, head
 from dbguard.settings import Settings
 
@@ -104,13 +105,10 @@ class ProdFacts:
 
 
 def read_prod_facts(conn: Connection) -> ProdFacts:
-    """The identity and revision of the database `conn` reached (read-only; works for a read-only role)."""
-    row = conn.execute(
-        "SELECT current_database(), s.system_identifier::text, d.oid::int8 "
-        "FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()"
-    ).fetchone()
-    assert row is not None
-    return ProdFacts(str(row[0]), str(row[1]), int(row[2]), current_revision(conn))
+    """The identity (the guard's pin: dbguard.guard.identity) and revision of the database `conn` reached."""
+    pin = read_pin(conn)
+    assert pin.database_oid is not None
+    return ProdFacts(conn.info.dbname, str(pin.system_identifier), pin.database_oid, current_revision(conn))
 
 
 @dataclass(frozen=True)
