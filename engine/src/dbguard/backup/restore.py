@@ -15,7 +15,7 @@ from contextlib import nullcontext
 
 from dbguard.backup.dump import take_backup
 from dbguard.backup.files import Backup, resolve_backup
-from dbguard.backup.undo import keeps_database, previous_name, put_back
+from dbguard.backup.undo import keeps_database, making_room, previous_name, put_back
 from dbguard.backup.verify import check_file, restore_and_count, rows_differing
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.pgtools import require_bindir, tool_major_version
@@ -96,7 +96,7 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
     # the target's own lock keeps resets and migrations out until the swap (which needs no sessions on it)
     lock = exclusive(target, "restore") if target_exists else nullcontext()
     with target.scratch("restore") as scratch:
-        with lock:
+        with lock, making_room(ctx) if aside else nullcontext():
             if ctx.clearance.rule.backup_first and target_exists and not aside:
                 before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
                 ctx.facts["backup"] = before.path.name

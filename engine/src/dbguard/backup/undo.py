@@ -6,8 +6,11 @@
   one kept before becomes `<stg>__undo_<UTC time>`. Nothing is copied, so it costs the same at 5 MB or
   50 GB. The newest STG_UNDO_KEEP (default 2) are kept; each new one drops the oldest beyond that.
   `db.restore --env stg --from previous` (or `db.refresh-staging --undo`) swaps `<stg>__previous` back,
-  and the current STG takes its place, so it can be undone again. A migration changes STG in place, so
-  it still takes a dump first (kept like any backup, see `db.prune-backups`).
+  and the current STG takes its place, so it can be undone again. An operation makes room for its
+  undo point as it starts (`making_room`: the oldest beyond the limit are dropped while it works, so
+  the DROP DATABASE's forced checkpoint is not waited for at the end); should it then fail, STG is as
+  it was and the undo points it dropped were the ones its success would have dropped. A migration
+  changes STG in place, so it still takes a dump first (kept like any backup, see `db.prune-backups`).
 - PROD: a real dump before every write (migrate, restore): pg_dump in PROD's snapshot, checksum and
   rows in the manifest, verified (`pg_restore --list` reads it back and finds every table it should
   hold). Kept until `db.prune-backups`, which never deletes PROD's newest verified backup nor the
@@ -18,6 +21,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from dbguard.cluster.scratch import PREVIOUS, sibling_name
@@ -34,6 +40,27 @@ def keeps_database(ctx: TaskContext) -> bool:
     PROD whose policy cell asks for an undo point (`backup_first`) of an operation that builds aside."""
     rule = ctx.clearance.rule
     return rule.backup_first and rule.scratch and ctx.tier is not Tier.PROD
+
+
+@contextmanager
+def making_room(ctx: TaskContext) -> Iterator[None]:
+    """While the block builds the new database, drop the undo points its own will push beyond STG_UNDO_KEEP."""
+    errors: list[BaseException] = []
+
+    def drop() -> None:
+        try:
+            ctx.target.drop_undo_points(keep=ctx.settings.stg_undo_keep - 1, out=ctx.out)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=drop, name="undo-points", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def previous_name(ctx: TaskContext) -> str:

@@ -7,8 +7,10 @@ place inside one transaction, so clients see either the old database or the new 
 
 Undo points: a swap may keep the database it replaces as `<target>__previous`, renamed, not copied
 (it costs nothing however large it is). The one kept before becomes `<target>__undo_<UTC time>`
-in the same transaction, and the oldest beyond the number to keep are dropped afterwards. Each undo
-point carries a comment (`COMMENT ON DATABASE`, JSON): when it was set aside and before what.
+in the same transaction, and the oldest beyond the number to keep are dropped afterwards (an
+operation usually drops them while it works, `drop_undo_points`, since DROP DATABASE forces a
+checkpoint). Each undo point carries a comment (`COMMENT ON DATABASE`, JSON): when it was set aside
+and before what.
 
 Every function here works on a connection to the server's maintenance database that the guard's
 clearance opened (`dbguard.guard.cleared`); none opens one itself.
@@ -232,11 +234,19 @@ def swap_in(
     if exists and not keep_old_as:
         drop_database(conn, old)
     if keep_old_as:
-        for point in undo_points(conn, live)[max(keep, 1) :]:
-            drop_database(conn, point.name)
-            if out is not None:
-                out.info(f"dropped the undo point {point.name} ({point.before or 'older'}): {keep} are kept")
+        drop_undo_points(conn, live, max(keep, 1), out)
     return old
+
+
+def drop_undo_points(conn: Connection, live: str, keep: int, out: Output | None) -> list[str]:
+    """Drop the undo points of `live` beyond the newest `keep`, oldest first (`keep` 0: all of them)."""
+    dropped = []
+    for point in reversed(undo_points(conn, live)[max(keep, 0) :]):
+        drop_database(conn, point.name)
+        dropped.append(point.name)
+        if out is not None:
+            out.info(f"dropped the undo point {point.name} ({point.before or 'older'}) to keep the newest")
+    return dropped
 
 
 def exchange(conn: Connection, a: str, b: str, *, wait_seconds: float, out: Output | None) -> None:

@@ -287,6 +287,12 @@ class Cleared(Target):
             self._repin(conn)
             return swapped
 
+    def drop_undo_points(self, *, keep: int, out: Output | None) -> list[str]:
+        """Drop this database's undo points (`<name>__previous`, `<name>__undo_...`) beyond the newest `keep`."""
+        self._require_swap()
+        with self._admin(autocommit=True) as conn:
+            return scratches.drop_undo_points(conn, self.dbname, keep, out)
+
     def exchange(self, other: str, *, wait_seconds: float, out: Output | None) -> None:
         """Swap the names of this database and its sibling `other` (`<name>__...`) atomically."""
         self._require_swap()

@@ -37,7 +37,7 @@ from pathlib import Path
 from psycopg import IsolationLevel, sql
 
 from dbguard.backup.archive import list_archive
-from dbguard.backup.undo import put_back
+from dbguard.backup.undo import making_room, put_back
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.children import die_with_parent
@@ -161,7 +161,7 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
             revision = current_revision(snap)
             stg.drop_leftovers(("refresh", "old", "exchange"), out=out)
             with stg.scratch("refresh") as into:
-                with exclusive(stg, "refresh"):
+                with exclusive(stg, "refresh"), making_room(ctx):
                     run.build(into, revision)
                 failpoint("refresh:before-swap")
                 stg.swap_in(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from dbguard.backup.undo import making_room
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.scratch import PREVIOUS, sibling_name
@@ -108,7 +109,7 @@ def _reset_aside(ctx: TaskContext, plan: SeedPlan | None, code_head: str) -> Non
     settings, target, out = ctx.settings, ctx.target, ctx.out
     target.drop_leftovers(("reset", "old"), out=out)
     with target.scratch("reset") as into:
-        with exclusive(target, "reset"):
+        with exclusive(target, "reset"), making_room(ctx):
             began = time.perf_counter()
             with into.sa_connection() as conn, conn.begin():
                 failpoint("reset:schema-dropped")  # the database being written holds no app schema yet
