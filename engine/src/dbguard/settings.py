@@ -95,7 +95,7 @@ class Settings:
     @property
     def stg_undo_keep(self) -> int:
         """How many undo points of STG (databases set aside by a reset, restore or refresh) are kept."""
-        return max(1, int(self.get("STG_UNDO_KEEP")))
+        return int(self.get("STG_UNDO_KEEP"))  # checked when read (check_values)
 
     @property
     def env_file(self) -> Path:
@@ -154,7 +154,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 _DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
-_WHOLE = {"BACKUP_KEEP": (1, 10_000), "EMBEDDED_PG_PORT": (1024, 65535)}
+_WHOLE = {"BACKUP_KEEP": (1, 10_000), "EMBEDDED_PG_PORT": (1024, 65535), "STG_UNDO_KEEP": (1, 100)}
 
 
 def check_values(settings: Settings) -> None:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 
+from dbguard.backup.archive import ArchiveListing
 from dbguard.backup.dump import take_backup
 from dbguard.backup.files import Backup, resolve_backup
-from dbguard.backup.undo import keeps_database, making_room, previous_name, put_back
+from dbguard.backup.undo import Aside, keeps_database, previous_name, put_back
 from dbguard.backup.verify import check_file, restore_and_count, rows_differing
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.pgtools import require_bindir, tool_major_version
 from dbguard.errors import Refused
 from dbguard.failpoints import failpoint
+from dbguard.guard.cleared import Cleared
 from dbguard.guard.connect import server_major_version
 from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
@@ -54,6 +56,22 @@ def check_versions(ctx: TaskContext, backup: Backup) -> None:
             f"{backup.path.name} was written by pg_dump {dumped_by}; this machine's pg_restore is older",
             f"install PostgreSQL {dumped_by} client tools",
         )
+
+
+def _restore_checked(
+    ctx: TaskContext, backup: Backup, listing: ArchiveListing, scratch: Cleared
+) -> tuple[dict[str, int], str | None]:
+    """`backup` restored into `scratch`, re-stamped for the target, its rows checked against the manifest."""
+    rows, revision = restore_and_count(
+        ctx.settings, backup, scratch, listing, ctx.out, stamp_as=ctx.tier, stamp_name=ctx.target.dbname
+    )
+    differing = rows_differing(backup, rows)
+    if differing:
+        raise Refused(
+            f"the restored copy differs from the manifest in {', '.join(differing)}; the target is untouched",
+            "verify the backup: invoke db.verify " + backup.path.name,
+        )
+    return rows, revision
 
 
 def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) -> int:
@@ -91,36 +109,26 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
         ]
         out.plan(", then ".join(steps))
         return 0
-    target.drop_leftovers(RESTORE_PURPOSES, out=out)
     target_exists = target.database_exists(target.dbname)
-    # the target's own lock keeps resets and migrations out until the swap (which needs no sessions on it)
-    lock = exclusive(target, "restore") if target_exists else nullcontext()
-    with target.scratch("restore") as scratch:
-        with lock, making_room(ctx) if aside else nullcontext():
-            if ctx.clearance.rule.backup_first and target_exists and not aside:
-                before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
-                ctx.facts["backup"] = before.path.name
-            rows, revision = restore_and_count(
-                settings, backup, scratch, listing, out, stamp_as=tier, stamp_name=target.dbname
-            )
-            differing = rows_differing(backup, rows)
-            if differing:
-                raise Refused(
-                    f"the restored copy differs from the manifest in {', '.join(differing)}; the target is untouched",
-                    "verify the backup: invoke db.verify " + backup.path.name,
-                )
-        failpoint("restore:before-swap")
-        target.swap_in(
-            scratch,
-            keep_old_as=previous_name(ctx) if aside else None,
-            wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
-            out=out,
-            keep=settings.stg_undo_keep,
-            note=f"restore of {backup.path.name}",
-        )
+    if aside:  # STG: built beside it; the replaced database kept as the undo point
+        keeper = Aside(ctx, "restore", lock=target_exists)
+        with keeper as scratch:
+            rows, revision = _restore_checked(ctx, backup, listing, scratch)
+            keeper.swap(scratch, note=f"restore of {backup.path.name}", failpoint_name="restore:before-swap")
+    else:
+        target.drop_leftovers(RESTORE_PURPOSES, out=out)
+        # the target's own lock keeps resets and migrations out until the swap (which needs no sessions on it)
+        lock = exclusive(target, "restore") if target_exists else nullcontext()
+        with target.scratch("restore") as scratch:
+            with lock:
+                if ctx.clearance.rule.backup_first and target_exists:
+                    before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
+                    ctx.facts["backup"] = before.path.name
+                rows, revision = _restore_checked(ctx, backup, listing, scratch)
+            failpoint("restore:before-swap")
+            target.swap_in(scratch, keep_old_as=None, wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")), out=out)
     ctx.facts["revision"] = revision
     if aside and target_exists:
-        ctx.facts["undo_point"] = previous_name(ctx)
         out.info(f"the previous {target.dbname} is kept as {previous_name(ctx)}: --from previous puts it back")
     seconds = max(time.monotonic() - began, 1e-6)
     size = backup.path.stat().st_size

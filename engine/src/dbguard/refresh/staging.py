@@ -37,7 +37,7 @@ from pathlib import Path
 from psycopg import IsolationLevel, sql
 
 from dbguard.backup.archive import list_archive
-from dbguard.backup.undo import making_room, put_back
+from dbguard.backup.undo import Aside, put_back
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.children import die_with_parent
@@ -47,7 +47,6 @@ from dbguard.errors import Failed, Refused
 from dbguard.failpoints import failpoint
 from dbguard.guard.cleared import Cleared
 from dbguard.guard.connect import Connection
-from dbguard.guard.locks import exclusive
 from dbguard.guard.policy import SOURCE
 from dbguard.guard.stamp import write_stamp
 from dbguard.guard.targets import Target
@@ -159,19 +158,10 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
             key = SanitizeKey.of(settings)
             run = Refresh(ctx, prod, snap, str(row[0]), bindir, copied, coverage, sizes, key, Path(folder))
             revision = current_revision(snap)
-            stg.drop_leftovers(("refresh", "old", "exchange"), out=out)
-            with stg.scratch("refresh") as into:
-                with exclusive(stg, "refresh"), making_room(ctx):
-                    run.build(into, revision)
-                failpoint("refresh:before-swap")
-                stg.swap_in(
-                    into,
-                    keep_old_as=previous_name(stg),
-                    wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
-                    out=out,
-                    keep=settings.stg_undo_keep,
-                    note="refresh-staging",
-                )
+            keeper = Aside(ctx, "refresh")
+            with keeper as into:
+                run.build(into, revision)
+                keeper.swap(into, note="refresh-staging", failpoint_name="refresh:before-swap")
     seconds = time.monotonic() - began
     total_rows = sum(run.received.values())
     rules = Counter(r.kind for t in copied for r in coverage.rules[t.qualified].values())

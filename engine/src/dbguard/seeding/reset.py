@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from dbguard.backup.undo import making_room
+from dbguard.backup.undo import Aside
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.cluster.scratch import PREVIOUS, sibling_name
@@ -80,7 +80,6 @@ def reset_task(
         return 0
     if aside:
         _reset_aside(ctx, plan, code_head)
-        ctx.facts["undo_point"] = previous
     else:
         with exclusive(target, "reset"):
             began = time.perf_counter()
@@ -104,26 +103,16 @@ def _rebuild(ctx: TaskContext, conn: SAConnection, plan: SeedPlan | None, code_h
 
 
 def _reset_aside(ctx: TaskContext, plan: SeedPlan | None, code_head: str) -> None:
-    """The new database built in a scratch database beside the live one, stamped, then swapped in; the live
-    one kept as the undo point (cluster/scratch.py). The live one is locked against other resets meanwhile."""
-    settings, target, out = ctx.settings, ctx.target, ctx.out
-    target.drop_leftovers(("reset", "old"), out=out)
-    with target.scratch("reset") as into:
-        with exclusive(target, "reset"), making_room(ctx):
-            began = time.perf_counter()
-            with into.sa_connection() as conn, conn.begin():
-                failpoint("reset:schema-dropped")  # the database being written holds no app schema yet
-                _rebuild(ctx, conn, plan, code_head, began)
-                write_stamp(raw(conn), ctx.tier, target.dbname)
-        failpoint("reset:before-swap")
-        target.swap_in(
-            into,
-            keep_old_as=sibling_name(target.dbname, PREVIOUS),
-            wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")),
-            out=out,
-            keep=settings.stg_undo_keep,
-            note="reset",
-        )
+    """The new database built in a scratch database beside the live one (locked meanwhile), stamped, then
+    swapped in; the live one kept as the undo point (backup/undo.py)."""
+    aside = Aside(ctx, "reset")
+    with aside as into:
+        began = time.perf_counter()
+        with into.sa_connection() as conn, conn.begin():
+            failpoint("reset:schema-dropped")  # the database being written holds no app schema yet
+            _rebuild(ctx, conn, plan, code_head, began)
+            write_stamp(raw(conn), ctx.tier, ctx.target.dbname)
+        aside.swap(into, note="reset", failpoint_name="reset:before-swap")
 
 
 def seed_task(
