@@ -91,47 +91,75 @@ def reroll_table(conn: Connection, table: LiveTable, rules: dict[str, Rule], rou
     """A fake can coincide with a real value (a made-up 'Ann Lee' while PROD has an Ann Lee): draw such
     fakes again, from a keyed hash of the fake itself, until none coincides. Deterministic for the same PROD.
 
-    One pass over the column finds the coinciding values; later rounds work on those values only, and
-    every row holding one gets the same new fake. `conn` is a keyed session on the copy.
+    One pass over the table finds the coinciding values of every such column; later rounds work on those
+    values only, and every row holding one gets the same new fake. `conn` is a keyed session on the copy.
     """
     result = Rerolled()
-    for column in table.columns:
-        rule = rules.get(column.name)
-        if rule is None or not rerolled(column, rule):
-            continue
-        col = sql.Identifier(column.name)
-        with conn.transaction():
-            find = sql.SQL(
-                "CREATE TEMP TABLE pii_hits ON COMMIT DROP AS SELECT DISTINCT {c}::text AS old_value, "
-                "{c}::text AS fake_value FROM ONLY {src} WHERE {h} IN (SELECT h FROM {probe})"
+    columns = [c for c in table.columns if rerolled(c, rules.get(c.name))]
+    if not columns:
+        return result
+    values = sql.SQL(", ").join(
+        sql.SQL("({}, {}::text)").format(sql.Literal(c.name), sql.SQL("t.{}").format(sql.Identifier(c.name)))
+        for c in columns
+    )
+    coincides = sql.SQL("EXISTS (SELECT 1 FROM {} p WHERE p.h = {})").format(PROBE, _hash(sql.SQL("fake_value")))
+    with conn.transaction():
+        find = sql.SQL(
+            "CREATE TEMP TABLE pii_hits ON COMMIT DROP AS SELECT DISTINCT x.col, x.v AS old_value, x.v AS fake_value, "
+            "0 AS drawn "
+            "FROM ONLY {src} t CROSS JOIN LATERAL (VALUES {values}) x(col, v) "
+            "WHERE x.v IS NOT NULL AND {h} IN (SELECT h FROM {probe})"
+        )
+        hits = conn.execute(find.format(src=_name(table), values=values, h=_hash(sql.SQL("x.v")), probe=PROBE)).rowcount
+        if hits <= 0:
+            return result
+        result.fixed = hits
+        conn.execute("ANALYZE pii_hits")
+        for n in range(rounds + 1):
+            if n == rounds:  # every round used: what still coincides is reported, never copied silently
+                row = conn.execute(
+                    sql.SQL("SELECT col, count(*) FROM pii_hits WHERE drawn = %s AND {} GROUP BY col").format(
+                        coincides
+                    ),
+                    (n,),
+                )
+                result.unresolved += [Leak(f"{table.qualified}.{col}", int(count)) for col, count in row.fetchall()]
+                break
+            # the new draw's hash computed once per row (a.h), not once per word it picks
+            redrawn = sql.SQL(" ").join(
+                sql.SQL("WHEN {} THEN {}").format(
+                    sql.Literal(c.name), sql.SQL(fake(rules[c.name].kind, "t.fake_value", "a.h"))
+                )
+                for c in columns
             )
-            hits = conn.execute(find.format(c=col, src=_name(table), h=_hash(col), probe=PROBE)).rowcount
-            if hits <= 0:
-                continue
-            result.fixed += hits
-            left = hits
-            for n in range(rounds):
-                again = sql.SQL("sha256({} || convert_to({} || fake_value, 'UTF8'))").format(
-                    KEY, sql.Literal(f"again:{n}:")
-                )
-                redraw = sql.SQL("UPDATE pii_hits SET fake_value = {} WHERE {} IN (SELECT h FROM {})").format(
-                    sql.SQL(fake(rule.kind, "fake_value", again.as_string(None))), _hash(sql.SQL("fake_value")), PROBE
-                )
-                conn.execute(redraw)
-                still = conn.execute(
-                    sql.SQL("SELECT count(*) FROM pii_hits WHERE {} IN (SELECT h FROM {})").format(
-                        _hash(sql.SQL("fake_value")), PROBE
-                    )
-                ).fetchone()
-                left = int(still[0]) if still else 0
-                if not left:
-                    break
-            if left:
-                result.unresolved.append(Leak(f"{table.qualified}.{column.name}", left))
+            # round n redraws what round n - 1 drew and still coincides (at first: all, found coinciding)
+            redraw = sql.SQL(
+                "UPDATE pii_hits t SET fake_value = CASE t.col {redrawn} END, drawn = {next} FROM (SELECT ctid AS "
+                "row_id, sha256({key} || convert_to({again} || fake_value, 'UTF8')) AS h FROM pii_hits "
+                "WHERE drawn = {n} AND {coincides} OFFSET 0) a WHERE t.ctid = a.row_id"
+            ).format(
+                redrawn=redrawn,
+                next=sql.Literal(n + 1),
+                key=KEY,
+                again=sql.Literal(f"again:{n}:"),
+                n=sql.Literal(n),
+                coincides=coincides,
+            )
+            if conn.execute(redraw).rowcount <= 0:  # none coincided any more
+                break
+        for column in columns:
             apply = sql.SQL(
-                "UPDATE ONLY {src} t SET {c} = h.fake_value::{ty} FROM pii_hits h WHERE t.{c}::text = h.old_value"
+                "UPDATE ONLY {src} t SET {c} = h.fake_value::{ty} FROM pii_hits h "
+                "WHERE h.col = {name} AND t.{c}::text = h.old_value"
             )
-            conn.execute(apply.format(src=_name(table), c=col, ty=sql.SQL(column.type_name)))
+            conn.execute(
+                apply.format(
+                    src=_name(table),
+                    c=sql.Identifier(column.name),
+                    ty=sql.SQL(column.type_name),
+                    name=sql.Literal(column.name),
+                )
+            )
     return result
 
 

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -194,6 +195,7 @@ class Refresh:
     redrawn: int = 0
     size: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    probing: Future[None] = field(default_factory=Future)
 
     @property
     def out(self) -> Output:
@@ -221,7 +223,10 @@ class Refresh:
             (list(APP_SCHEMAS),),
         ).fetchall()
         began = time.monotonic()
-        run_jobs(self.jobs(into, archive, steps), WORKERS)
+        with ThreadPoolExecutor(1, thread_name_prefix="probe") as side:  # beside the copies, not in their slots
+            self.probing = side.submit(self.probe, into)
+            run_jobs(self.jobs(into, archive, steps), WORKERS)
+            self.probing.result()
         self.out.info(
             f"rows copied, checked, keys and indexes built in {time.monotonic() - began:.1f}s "
             f"({len(self.tables)} tables, {len(steps)} schema steps, {WORKERS} at a time)"
@@ -255,12 +260,15 @@ class Refresh:
         checks = [f"check:{t.qualified}" for t in self.tables]
         jobs = [
             Job("pre-data", lambda: self.pre_data(into, archive), priority=5e12),
-            Job("probe", lambda: self.probe(into), priority=4e12),
             Job("rows-copied", lambda: failpoint("refresh:rows-copied"), set(copies), 6e12),
         ]
         for t, copy, check in zip(self.tables, copies, checks, strict=True):
             jobs.append(Job(copy, partial(self.copy, into, t), {"pre-data"}, 3e12 + size[t.qualified]))
-            jobs.append(Job(check, partial(self.check, into, t), {copy, "probe"}, 2e12 + size[t.qualified]))
+            # a check that draws fakes again goes first: its table's keys, and their foreign keys, wait for it
+            redraws = any(rerolled(c, self.coverage.rules[t.qualified].get(c.name)) for c in t.columns)
+            jobs.append(
+                Job(check, partial(self.check, into, t), {copy}, (4e12 if redraws else 2e12) + size[t.qualified])
+            )
         keys = {s.table: s.name for s in steps if s.kind == "keys"}
         indexes: dict[str, set[str]] = {}
         for step in steps:
@@ -395,6 +403,7 @@ class Refresh:
 
     def check(self, into: Cleared, table: LiveTable) -> None:
         """The table's rows against PROD's count; coinciding fakes drawn again; its text scanned (pii_scan.py)."""
+        self.probing.result()  # PROD's counts and hashes (the probe loaded into the copy)
         expected, got = self.counts[table.qualified], self.received[table.qualified]
         if got != expected:
             raise Failed(
