@@ -129,7 +129,8 @@ CASES: dict[str, Case] = {
     "verify an empty file": Case(("db.verify", "{empty_dump}")),
     "restore a missing file": Case(("db.restore", "--env", "stg", "--from", "/nonexistent/x.dump"), expect="x.dump"),
     "restore a text file": Case(
-        ("db.restore", "--env", "stg", "--from", "{not_a_dump}"), expect="has no manifest beside it: it is not a backup made by db.backup"
+        ("db.restore", "--env", "stg", "--from", "{not_a_dump}"),
+        expect="has no manifest beside it: it is not a backup made by db.backup",
     ),
     "restore latest with none": Case(("db.restore", "--env", "stg"), expect="no backup"),
     "restore --env qa": Case(("db.restore", "--env", "qa"), expect="unknown tier 'qa'"),
