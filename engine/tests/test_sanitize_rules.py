@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from dbguard.errors import Refused
-from dbguard.refresh.rules import LiveColumn, LiveTable, Policy, Rule, check_coverage
+from dbguard.refresh.rules import LiveColumn, LiveTable, MaskRule, Policy, check_coverage
 from dbguard.refresh.safe_sql import render
 
 
@@ -25,7 +25,7 @@ from dbguard.refresh.safe_sql import render
     ],
 )
 def test_one_expression_is_parsed_and_rendered_from_its_tree(text: str, rendered: str) -> None:
-    rule = Rule.parse(f"sql:{text}", "audit_events.note")
+    rule = MaskRule.parse(f"sql:{text}", "audit_events.note")
     assert rule.expression is not None
     assert render(rule.expression).as_string(None) == rendered
 
@@ -53,7 +53,7 @@ def test_one_expression_is_parsed_and_rendered_from_its_tree(text: str, rendered
 )
 def test_anything_but_one_expression_is_refused_in_one_line(text: str, reason: str) -> None:
     with pytest.raises(Refused) as refused:
-        Rule.parse(f"sql:{text}", "audit_events.note")
+        MaskRule.parse(f"sql:{text}", "audit_events.note")
     line = refused.value.one_line()
     assert "the sql: rule for audit_events.note is not one SQL expression" in line and reason in line
     assert "\n" not in line
@@ -61,6 +61,6 @@ def test_anything_but_one_expression_is_refused_in_one_line(text: str, reason: s
 
 def test_a_rule_may_name_only_its_own_tables_columns() -> None:
     table = LiveTable("public", "audit_events", (LiveColumn("id", "bigint", "N", "int8"),))
-    policy = Policy({("public", "audit_events"): {"id": Rule.parse("sql:id + secret_column", "audit_events.id")}})
+    policy = Policy({("public", "audit_events"): {"id": MaskRule.parse("sql:id + secret_column", "audit_events.id")}})
     with pytest.raises(Refused, match=r"names secret_column, not a column of public\.audit_events"):
         check_coverage(policy, [table])

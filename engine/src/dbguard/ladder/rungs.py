@@ -89,7 +89,7 @@ SQUAWK_EXCLUDED = (
 
 
 @dataclass
-class Check:
+class RungResult:
     rung: str
     name: str
     status: str
@@ -99,29 +99,29 @@ class Check:
 
 @dataclass
 class Ladder:
-    checks: list[Check] = field(default_factory=list)
+    checks: list[RungResult] = field(default_factory=list)
     files: MigrationFiles | None = None  # what the ladder ran on (read before the first rung)
     prod: ProdFacts | None = None  # the PROD database its PROD check reached, and PROD's revision then
     gate_open: bool = False  # a pass was recorded: no failure, every PROD check ran and passed
 
-    def add(self, rung: str, name: str, ok: bool | None, detail: str = "", seconds: float | None = None) -> Check:
+    def add(self, rung: str, name: str, ok: bool | None, detail: str = "", seconds: float | None = None) -> RungResult:
         status = SKIP if ok is None else (PASS if ok else FAIL)
-        return self._append(Check(rung, name, status, detail, None if seconds is None else round(seconds, 3)))
+        return self._append(RungResult(rung, name, status, detail, None if seconds is None else round(seconds, 3)))
 
-    def unverified(self, rung: str, name: str, detail: str) -> Check:
+    def unverified(self, rung: str, name: str, detail: str) -> RungResult:
         """A check concerning PROD that could not run: reported, and the gate stays closed."""
-        return self._append(Check(rung, name, NOT_VERIFIED, detail))
+        return self._append(RungResult(rung, name, NOT_VERIFIED, detail))
 
-    def _append(self, check: Check) -> Check:
+    def _append(self, check: RungResult) -> RungResult:
         self.checks.append(check)
         return check
 
     @property
-    def failed(self) -> list[Check]:
+    def failed(self) -> list[RungResult]:
         return [c for c in self.checks if c.status == FAIL]
 
     @property
-    def not_verified(self) -> list[Check]:
+    def not_verified(self) -> list[RungResult]:
         return [c for c in self.checks if c.status == NOT_VERIFIED]
 
 

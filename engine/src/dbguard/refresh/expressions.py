@@ -26,7 +26,7 @@ from faker import Faker
 from psycopg import sql
 
 from dbguard.guard.masking import remember_secret
-from dbguard.refresh.rules import LiveTable, Rule
+from dbguard.refresh.rules import LiveTable, MaskRule
 from dbguard.refresh.safe_sql import render
 from dbguard.settings import Settings
 
@@ -188,7 +188,7 @@ def free_text_values() -> tuple[str, ...]:
     return words.sentence + words.paragraph
 
 
-def sanitized_select(table: LiveTable, rules: dict[str, Rule]) -> sql.Composed:
+def sanitized_select(table: LiveTable, rules: dict[str, MaskRule]) -> sql.Composed:
     """SELECT every column of `table`, each through its rule, cast back to the column's own type."""
     outputs: list[sql.Composable] = []
     hashes: list[sql.Composable] = []

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from dbguard.guard.connect import Connection
 from dbguard.refresh.expressions import KEY, fake, free_text_values
-from dbguard.refresh.rules import Coverage, LiveColumn, LiveTable, Rule
+from dbguard.refresh.rules import Coverage, LiveColumn, LiveTable, MaskRule
 
 SCANNED_KINDS = {"email", "name", "phone"}
 TEXT_CATEGORIES = {"S"}
@@ -77,7 +77,7 @@ def _name(table: LiveTable) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
 
 
-def rerolled(column: LiveColumn, rule: Rule | None) -> bool:
+def rerolled(column: LiveColumn, rule: MaskRule | None) -> bool:
     return rule is not None and rule.kind in REROLLED_KINDS and column.category in TEXT_CATEGORIES
 
 
@@ -87,7 +87,7 @@ class Rerolled:
     unresolved: list[Leak] = field(default_factory=list)  # still equal to a real value after every round
 
 
-def reroll_table(conn: Connection, table: LiveTable, rules: dict[str, Rule], rounds: int = 32) -> Rerolled:
+def reroll_table(conn: Connection, table: LiveTable, rules: dict[str, MaskRule], rounds: int = 32) -> Rerolled:
     """A fake can coincide with a real value (a made-up 'Ann Lee' while PROD has an Ann Lee): draw such
     fakes again, from a keyed hash of the fake itself, until none coincides. Deterministic for the same PROD.
 
@@ -163,7 +163,7 @@ def reroll_table(conn: Connection, table: LiveTable, rules: dict[str, Rule], rou
     return result
 
 
-def needs_scan(column: LiveColumn, rule: Rule | None) -> bool:
+def needs_scan(column: LiveColumn, rule: MaskRule | None) -> bool:
     """Whether every value of the column must be scanned (see the module's opening)."""
     if column.category not in TEXT_CATEGORIES and column.base_type not in JSON_TYPES:
         return False
@@ -174,7 +174,7 @@ def needs_scan(column: LiveColumn, rule: Rule | None) -> bool:
     return not rerolled(column, rule)
 
 
-def scan_table(conn: Connection, table: LiveTable, rules: dict[str, Rule]) -> list[Leak]:
+def scan_table(conn: Connection, table: LiveTable, rules: dict[str, MaskRule]) -> list[Leak]:
     """How many distinct values of each column `needs_scan` names are PROD emails, names or phones."""
     leaks = []
     for column in table.columns:

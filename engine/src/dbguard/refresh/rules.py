@@ -54,13 +54,13 @@ SQL_RULE_FIX = (
 
 
 @dataclass(frozen=True)
-class Rule:
+class MaskRule:
     kind: str
     argument: str = ""
     expression: Node | None = None  # a `sql:` rule, parsed (refresh/safe_sql.py); the SQL is rendered from it
 
     @classmethod
-    def parse(cls, text: str, where: str) -> Rule:
+    def parse(cls, text: str, where: str) -> MaskRule:
         kind, _, argument = text.partition(":")
         kind = kind.strip()
         if kind not in RULE_KINDS:
@@ -81,7 +81,9 @@ class Rule:
 
 @dataclass
 class Policy:
-    tables: dict[tuple[str, str], dict[str, Rule]] = field(default_factory=dict)  # (schema, table) -> column -> rule
+    tables: dict[tuple[str, str], dict[str, MaskRule]] = field(
+        default_factory=dict
+    )  # (schema, table) -> column -> rule
     skipped: set[tuple[str, str]] = field(default_factory=set)
 
 
@@ -97,7 +99,7 @@ def load_policy(settings: Settings) -> Policy:
         for column in table.columns:
             pii = pii_of(column)
             if pii is not None:
-                rules[column.name] = Rule.parse(FROM_PII[pii], f"{table.name}.{column.name}")
+                rules[column.name] = MaskRule.parse(FROM_PII[pii], f"{table.name}.{column.name}")
         policy.tables[(table.schema or "public", table.name)] = rules
     path = settings.sanitize_policy_file
     if path.exists():
@@ -114,7 +116,7 @@ def _merge_file(policy: Policy, path: Path) -> None:
         key = _split(name)
         rules = policy.tables.setdefault(key, {})
         for column, text in dict(columns).items():
-            rules[column] = Rule.parse(str(text), f"{name}.{column} in {path.name}")
+            rules[column] = MaskRule.parse(str(text), f"{name}.{column} in {path.name}")
     for name in list(dict(data.get("skip", {})).get("tables", [])):
         policy.skipped.add(_split(str(name)))
 
@@ -165,7 +167,7 @@ def live_schema(conn: Connection, schemas: tuple[str, ...] = ("public",)) -> lis
 
 @dataclass
 class Coverage:
-    rules: dict[str, dict[str, Rule]]  # qualified table -> column -> rule (defaults filled in)
+    rules: dict[str, dict[str, MaskRule]]  # qualified table -> column -> rule (defaults filled in)
     unclassified_tables: list[str]
     unclassified_columns: list[str]  # "schema.table.column (type)"
     skipped: list[str]
@@ -187,13 +189,13 @@ def check_coverage(policy: Policy, tables: list[LiveTable]) -> Coverage:
             coverage.skipped.append(table.qualified)
             continue
         if key in ALWAYS_KEPT:
-            coverage.rules[table.qualified] = {c.name: Rule("keep") for c in table.columns}
+            coverage.rules[table.qualified] = {c.name: MaskRule("keep") for c in table.columns}
             continue
         declared = policy.tables.get(key)
         if declared is None:
             coverage.unclassified_tables.append(table.qualified)
             continue
-        rules: dict[str, Rule] = {}
+        rules: dict[str, MaskRule] = {}
         names = {c.name for c in table.columns}
         for column in table.columns:
             rule = declared.get(column.name)
@@ -205,7 +207,7 @@ def check_coverage(policy: Policy, tables: list[LiveTable]) -> Coverage:
                     SQL_RULE_FIX,
                 )
             if rule is None and may_default_to_keep(column):
-                rule = Rule("keep")
+                rule = MaskRule("keep")
             if rule is None:
                 coverage.unclassified_columns.append(f"{table.qualified}.{column.name} ({column.type_name})")
             else:
