@@ -17,10 +17,8 @@ from pathlib import Path
 from dotenv.parser import parse_stream
 
 from dbguard.errors import Refused
+from dbguard.guard.tiers import APP_ENV_TIERS
 from dbguard.project import Project, find_root, load_project
-
-# APP_ENV's spellings (dbguard.guard.forced_int.app_tier reads them)
-APP_ENVS = {"int", "test", "stg", "staging", "dev", "development", "prod", "production"}
 
 DEFAULTS: dict[str, str] = {
     "APP_NAME": "app",
@@ -177,8 +175,8 @@ def check_values(settings: Settings) -> None:
             f"SWAP_WAIT_SECONDS must be a number of seconds from 0 to 3600, not {raw[:40]!r}", _fix("SWAP_WAIT_SECONDS")
         )
     raw = (settings.values.get("APP_ENV") or "").strip().lower()
-    if raw and raw not in APP_ENVS:
-        raise Refused(f"APP_ENV must be one of {', '.join(sorted(APP_ENVS))}, not {raw[:40]!r}", _fix("APP_ENV"))
+    if raw and raw not in APP_ENV_TIERS:
+        raise Refused(f"APP_ENV must be one of {', '.join(sorted(APP_ENV_TIERS))}, not {raw[:40]!r}", _fix("APP_ENV"))
     raw = (settings.values.get("STG_TARGET_IS_SAFE") or "").strip().lower()
     if raw not in {"", "0", "1", "true", "false", "yes", "no"}:
         raise Refused(f"STG_TARGET_IS_SAFE must be 1 or empty, not {raw[:40]!r}", _fix("STG_TARGET_IS_SAFE"))

@@ -15,7 +15,7 @@ from dbguard.guard.config import target_for
 from dbguard.guard.door import report_target
 from dbguard.guard.stamp import read_stamp
 from dbguard.guard.targets import Target
-from dbguard.guard.tiers import Tier
+from dbguard.guard.tiers import APP_ENV_TIERS, Tier
 from dbguard.settings import Settings
 
 PYTEST_MARKERS = ("PYTEST_VERSION", "PYTEST_CURRENT_TEST", "PYTEST_XDIST_WORKER")
@@ -39,16 +39,7 @@ def app_tier(environ: Mapping[str, str]) -> Tier:
     if (environ.get("USE_STG_DATABASE") or "").lower() in {"1", "true", "yes"}:
         return Tier.STG
     value = (environ.get("APP_ENV") or "int").lower()
-    return {
-        "int": Tier.INT,
-        "test": Tier.INT,
-        "stg": Tier.STG,
-        "staging": Tier.STG,
-        "dev": Tier.STG,
-        "development": Tier.STG,
-        "prod": Tier.PROD,
-        "production": Tier.PROD,
-    }.get(value, Tier.INT)
+    return APP_ENV_TIERS.get(value, Tier.INT)
 
 
 def check_test_database(settings: Settings) -> Target:

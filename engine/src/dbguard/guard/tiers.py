@@ -23,6 +23,18 @@ class Tier(StrEnum):
 
 TIER_COLOURS = {Tier.INT: "green", Tier.STG: "yellow", Tier.PROD: "red"}
 
+# APP_ENV's spellings: the tier the app itself runs against (guard/forced_int.app_tier; checked by settings)
+APP_ENV_TIERS = {
+    "int": Tier.INT,
+    "test": Tier.INT,
+    "stg": Tier.STG,
+    "staging": Tier.STG,
+    "dev": Tier.STG,
+    "development": Tier.STG,
+    "prod": Tier.PROD,
+    "production": Tier.PROD,
+}
+
 
 def parse_tier(value: str | Tier | None) -> Tier:
     """Case-insensitive; `None` means the default tier, INT."""
