@@ -100,3 +100,20 @@ def test_prod_standin_only_on_a_laptop_setup(tmp_path: Path) -> None:
     team = make_settings(tmp_path, STG_DATABASE_URL="postgresql://app@db.internal/app_stg")
     with pytest.raises(Refused, match="PROD_DATABASE_URL is not set"):
         target_for(team, Tier.PROD)
+
+
+def test_runs_starting_together_on_a_new_cluster_all_get_their_databases(project: Path) -> None:
+    """The first use by several runs at once (pytest workers, a task and the app): one creates, the others wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = make_settings(project, EMBEDDED_PG_PORT="54393")
+    cluster = EmbeddedCluster.from_settings(settings)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            made = list(pool.map(lambda _: cluster.ensure_database(Tier.INT).dbname, range(4)))
+        assert made == ["app_int"] * 4
+        with connect(cluster.target(Tier.INT, "postgres"), autocommit=True) as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        assert {"app_int", "app_stg", "app_prod"} <= names and not any(n.endswith("__creating") for n in names)
+    finally:
+        cluster.stop()

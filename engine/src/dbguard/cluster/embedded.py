@@ -454,16 +454,17 @@ class EmbeddedCluster:
             self._owner(tier)  # a user made for the server is announced under this run's badge
         self.start()
         admin = self.target(tier, "postgres")
-        with connect(admin, autocommit=True) as conn:
-            leftovers = conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"%{_CREATING_SUFFIX}",)
-            ).fetchall()
-            for (name,) in leftovers:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
-            existing = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
-        for each in Tier:
-            if self.database_name(each) not in existing:
-                self._create_stamped(each)
+        with self._lock():  # runs starting together take turns: one creates, the others find the databases made
+            with connect(admin, autocommit=True) as conn:
+                leftovers = conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"%{_CREATING_SUFFIX}",)
+                ).fetchall()
+                for (name,) in leftovers:  # a killed run's: nobody else is creating while we hold the lock
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+                existing = {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+            for each in Tier:
+                if self.database_name(each) not in existing:
+                    self._create_stamped(each)
         return self.target(tier)
 
     def _create_stamped(self, tier: Tier) -> None:
