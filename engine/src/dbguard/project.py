@@ -8,6 +8,7 @@ An app declares itself once, in the `[tool.dbguard]` table of its `pyproject.tom
     scenarios = "seeds.scenarios:SCENARIOS"   # {scenario: {table: rows}}
     migrations = "migrations"                 # Alembic's folder (env.py + versions/)
     sanitize_policy = "sanitize_policy.toml"  # optional overrides of the PII-class rules
+    components = ["app", "worker"]            # the processes told apart by roles (dbguard.ownership)
 
 Renaming the app package or replacing every model changes these lines, nothing in the engine.
 The project root is the folder of that `pyproject.toml`: `DBGUARD_PROJECT` names it explicitly,
@@ -69,6 +70,7 @@ class Project:
 
     root: Path
     declared: dict[str, str] = field(hash=False, compare=False)
+    components: tuple[str, ...] = ("app",)  # each gets its own database roles (dbguard.roles)
 
     def spec(self, key: str) -> str:
         return str(self.declared.get(key) or DEFAULTS[key])
@@ -133,4 +135,11 @@ class Project:
 def load_project(root: Path) -> Project:
     """The project whose pyproject.toml is in `root` (defaults apply where it declares nothing)."""
     declared = _declaration(root / "pyproject.toml") or {}
-    return Project(root, {k: str(v) for k, v in declared.items()})
+    components = declared.get("components", ["app"])
+    if not isinstance(components, list) or not components or not all(isinstance(c, str) for c in components):
+        raise Refused(
+            f'[{TABLE}] components must be a non-empty list of names, such as ["app", "worker"]',
+            f"fix components in {root / 'pyproject.toml'}",
+        )
+    plain = {k: str(v) for k, v in declared.items() if k != "components"}
+    return Project(root, plain, tuple(components))
