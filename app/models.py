@@ -1,7 +1,12 @@
 """The example app's schema: a small task manager. Replace it with your own.
 
-Each column declares its PII class (dbguard.pii) beside it; db.refresh-staging and the migration
-ladder read those declarations.
+Each column declares its PII class (dbguard.pii) beside it, each table its owners (dbguard.ownership):
+which components write it and which only read it. db.refresh-staging, db.roles and the migration
+ladder read those declarations. Two components use this schema: `app` (python -m app) and `worker`
+(python -m app.worker), which reads tasks and users and keeps its own queue, notification_jobs.
+A project belongs to its owner: through the app's role a user sees and changes only their own
+projects (row-level security, switched on by `row_owner`; the session names its user with
+dbguard.runtime.act_as).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from dbguard.ownership import owned
 from dbguard.pii import PII, pii_column
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +27,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import INET, JSONB
@@ -35,6 +42,7 @@ NAMING = {
 }
 
 TASK_STATUSES = ("todo", "doing", "done")
+JOB_STATES = ("queued", "done")
 
 
 class Base(DeclarativeBase):
@@ -43,6 +51,7 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = ({"info": owned("app", readers=("worker",))},)  # the worker reads the assignee's address
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     email: Mapped[str] = pii_column(PII.EMAIL, Text, unique=True)
@@ -58,6 +67,7 @@ class User(Base):
 
 class Project(Base):
     __tablename__ = "projects"
+    __table_args__ = ({"info": owned("app", row_owner="owner_id")},)  # a user sees only their own projects
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     owner_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("users.id"), index=True)
@@ -75,6 +85,7 @@ class Task(Base):
         CheckConstraint("status IN ('todo', 'doing', 'done')", name="status"),
         CheckConstraint("priority BETWEEN 1 AND 4", name="priority"),
         Index("ix_tasks_project_id_status", "project_id", "status"),
+        {"info": owned("app", readers=("worker",))},  # the worker finds assigned tasks to notify about
     )
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
@@ -93,6 +104,7 @@ class Task(Base):
 
 class Comment(Base):
     __tablename__ = "comments"
+    __table_args__ = ({"info": owned("app")},)
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     task_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("tasks.id"), index=True)
@@ -101,3 +113,23 @@ class Comment(Base):
     created_at: Mapped[datetime] = pii_column(PII.NONE, DateTime(timezone=True), server_default=func.now())
 
     task: Mapped[Task] = relationship(back_populates="comments")
+
+
+class NotificationJob(Base):
+    """The worker's queue: one job per (task, assignee) to tell the assignee about the task. Only the worker
+    reads or writes it; it finds new assignments in tasks itself, so the app needs no privilege here."""
+
+    __tablename__ = "notification_jobs"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'done')", name="state"),
+        UniqueConstraint("task_id", "assignee_id"),
+        Index("ix_notification_jobs_state_id", "state", "id"),  # the worker claims the oldest queued jobs
+        {"info": owned("worker", isolated=True)},
+    )
+
+    id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
+    task_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("tasks.id", ondelete="CASCADE"))
+    assignee_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = pii_column(PII.NONE, Text, server_default="queued")
+    created_at: Mapped[datetime] = pii_column(PII.NONE, DateTime(timezone=True), server_default=func.now())
+    done_at: Mapped[datetime | None] = pii_column(PII.NONE, DateTime(timezone=True))
