@@ -296,6 +296,18 @@ TASKS: tuple[TaskSpec, ...] = (
         (replace(ENV, default="prod"),),
     ),
     TaskSpec(
+        "ownership",
+        "Print the ownership matrix: per table, the components that write it and those that only read it.",
+        "dbguard.roles.show:ownership_task",
+        (ENV,),
+    ),
+    TaskSpec(
+        "roles",
+        "Make the tier's roles and grants match the ownership matrix; shows the difference, applies only it.",
+        "dbguard.roles.apply:roles_task",
+        (ENV, CONFIRM, DRY),
+    ),
+    TaskSpec(
         "ladder",
         "The migration ladder INT -> STG clone -> PROD check; a pass opens db.migrate --env prod.",
         "dbguard.cli.commands:ladder",

@@ -205,6 +205,10 @@ POLICY: dict[str, dict[Tier, Rule]] = {
         Tier.STG: never("the ladder's PROD check reads PROD only"),
         Tier.PROD: READ,
     },
+    # the ownership matrix: db.ownership prints it; db.roles makes each tier's roles and grants match it
+    # (STG: the role and grant state saved first; PROD: typed name, saved first, through the write credential)
+    "ownership": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
+    "roles": {Tier.INT: YES, Tier.STG: BACKUP_FIRST, Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.TYPED)},
     # the app's own runtime connection (dbguard.runtime): PROD needs the name typed, or allowed for the process
     "app-connect": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: Rule(True, confirm=Confirm.TYPED)},
     # the pytest plugin: a template and a clone per test, on INT's server

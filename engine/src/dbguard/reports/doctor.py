@@ -37,6 +37,7 @@ from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
 from dbguard.ladder.gate import check_gate
 from dbguard.refresh.rules import check_coverage, live_schema, load_policy
+from dbguard.roles.drift import check_ownership, check_roles
 from dbguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -329,6 +330,8 @@ CHECKS: list[Check] = [
     check_backups,
     check_ladder,
     check_sanitizing,
+    check_ownership,
+    check_roles,
 ]
 
 

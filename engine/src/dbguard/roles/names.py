@@ -1,0 +1,54 @@
+"""The role names the ownership matrix turns into, one spelling for the whole engine.
+
+`<app>_migrator` owns the schema and the tables; `<app>_<component>` (NOLOGIN) holds exactly the
+matrix's privileges for one component; `<app>_<component>_login` (LOGIN) is what the component's
+process connects as, a member of its group role and nothing else. `<app>` is APP_NAME as an identifier.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dbguard.settings import Settings
+
+POLICY_PREFIX = "dbguard_"  # row-level security policies db.roles makes (others are the app's own)
+OWN_ROWS = "dbguard_own_rows"
+READER_ROWS = "dbguard_reader_all_rows"
+
+
+def identifier(text: str) -> str:
+    """`text` as a lower-case SQL identifier part: other characters become `_`."""
+    return re.sub(r"[^a-z0-9_]", "_", text.lower()) or "app"
+
+
+@dataclass(frozen=True)
+class RoleNames:
+    app: str
+    components: tuple[str, ...]
+
+    @property
+    def migrator(self) -> str:
+        return f"{self.app}_migrator"
+
+    def group(self, component: str) -> str:
+        return f"{self.app}_{component}"
+
+    def login(self, component: str) -> str:
+        return f"{self.app}_{component}_login"
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.group(c) for c in self.components)
+
+    @property
+    def logins(self) -> tuple[str, ...]:
+        return tuple(self.login(c) for c in self.components)
+
+    @property
+    def component_roles(self) -> tuple[str, ...]:
+        return self.groups + self.logins
+
+
+def role_names(settings: Settings) -> RoleNames:
+    return RoleNames(identifier(settings.app_name), settings.project.components)
