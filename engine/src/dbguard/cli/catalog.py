@@ -228,6 +228,18 @@ TASKS: tuple[TaskSpec, ...] = (
         (ENV, SCENARIO, SEED, SCALE, Option("append", False, "add rows to a database that already has some"), DRY),
     ),
     TaskSpec(
+        "import-sqlite",
+        "Copy an app's SQLite file into the tier's schema at head, in one transaction (STG/PROD backed up first).",
+        "dbguard.transfer.sqlite_import:import_sqlite_task",
+        (
+            ENV,
+            Option("from_", "", "the SQLite file (.db)", blank_is_none=True),
+            Option("skip_bad", False, "import the rows that fit and leave out (and list) the ones that do not"),
+            CONFIRM,
+            DRY,
+        ),
+    ),
+    TaskSpec(
         "reset",
         "Rebuild the schema from empty through Alembic and seed it, atomically (STG backed up first; never PROD).",
         "dbguard.cli.commands:reset",

@@ -127,6 +127,12 @@ POLICY: dict[str, dict[Tier, Rule]] = {
     # db.migrate --to <older revision>: dropping PROD's tables is never a flag's decision
     "downgrade": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: Rule(True, confirm=Confirm.INTERACTIVE)},
     "seed": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: never("PROD is never seeded: no flag opens it")},
+    # an app's SQLite file copied into the tier's schema (db.import-sqlite): written like a seed, but real data
+    "import-sqlite": {
+        Tier.INT: YES,
+        Tier.STG: BACKUP_FIRST,
+        Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.TYPED, agent_consent=True),
+    },
     "reset": {
         Tier.INT: YES,
         Tier.STG: Rule(True, backup_first=True, scratch=True),  # built beside STG; the old one kept as its undo point
