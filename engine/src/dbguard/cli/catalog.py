@@ -240,6 +240,30 @@ TASKS: tuple[TaskSpec, ...] = (
         ),
     ),
     TaskSpec(
+        "export-user",
+        "Write one user's foreign-key closed slice to a private file (one snapshot; from PROD sanitized).",
+        "dbguard.transfer.export:export_task",
+        (
+            ENV,
+            Option("user", "", "the user's key ([tool.dbguard] user_key, default email)"),
+            Option("out", "", "the file to write (default: BACKUP_DIR/exports/...)", blank_is_none=True),
+            Option("raw", False, "PROD: the user's own rows unsanitized (a human at a terminal only)"),
+            DRY,
+        ),
+    ),
+    TaskSpec(
+        "import-user",
+        "Load a db.export-user file in one transaction: keys remapped, references rewired (STG/PROD backed up first).",
+        "dbguard.transfer.import_user:import_task",
+        (
+            ENV,
+            Option("from_", "", "the file db.export-user wrote"),
+            Option("as_", "", "bring the user in under this new key", blank_is_none=True),
+            CONFIRM,
+            DRY,
+        ),
+    ),
+    TaskSpec(
         "reset",
         "Rebuild the schema from empty through Alembic and seed it, atomically (STG backed up first; never PROD).",
         "dbguard.cli.commands:reset",

@@ -133,6 +133,26 @@ POLICY: dict[str, dict[Tier, Rule]] = {
         Tier.STG: BACKUP_FIRST,
         Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.TYPED, agent_consent=True),
     },
+    # one user's slice (db.export-user): read in one read-only snapshot; from PROD sanitized like a refresh
+    "export-user": {Tier.INT: READ, Tier.STG: READ, Tier.PROD: READ},
+    # db.export-user --raw on PROD: the user's own rows unsanitized; a human at a terminal only
+    "export-raw": {
+        Tier.INT: YES,
+        Tier.STG: YES,
+        Tier.PROD: Rule(True, confirm=Confirm.INTERACTIVE, agent_consent=True),
+    },
+    # one user's slice loaded into a tier (db.import-user): guarded like a write
+    "import-user": {
+        Tier.INT: YES,
+        Tier.STG: BACKUP_FIRST,
+        Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.TYPED, agent_consent=True),
+    },
+    # a --raw PROD export imported into a lower tier carries a real person's data there, unsanitized
+    "import-prod-data": {
+        Tier.INT: PROD_DATA_BELOW,
+        Tier.STG: PROD_DATA_BELOW,
+        Tier.PROD: YES,
+    },
     "reset": {
         Tier.INT: YES,
         Tier.STG: Rule(True, backup_first=True, scratch=True),  # built beside STG; the old one kept as its undo point
