@@ -1,0 +1,351 @@
+"""db.export-user: one user's foreign-key closed slice, read in one snapshot, written to one private file.
+
+What must always hold:
+- one snapshot: every read is one REPEATABLE READ, READ ONLY transaction on one connection, so the
+  slice is of one moment even while the source takes writes; PROD is opened read-only by the guard;
+- the slice is closed (dbguard.transfer.slice): every row in the file finds every row it references
+  in the file too;
+- from PROD nothing personal leaves the server unsanitized: rows are selected through the same
+  masking expressions as db.refresh-staging (refresh/rules.py, refresh/expressions.py: the same
+  policy, the same salt, so a co-worker's fake email here is their fake email in a refreshed STG),
+  strict coverage included. `--raw` keeps the user's own rows as they are; it is allowed only to a
+  human at a terminal (policy row 'export-raw'), and even then other people's rows stay sanitized.
+  INT and STG hold no real people: their rows are exported as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg import IsolationLevel, sql
+
+from dbguard import __version__
+from dbguard.cli.console import add_row, new_table
+from dbguard.cli.runner import TaskContext
+from dbguard.errors import Refused
+from dbguard.guard.connect import Connection
+from dbguard.guard.door import authorize_step
+from dbguard.guard.tiers import Tier
+from dbguard.migrations.history import current_revision
+from dbguard.refresh.expressions import SanitizeKey, sanitized_select
+from dbguard.refresh.rules import MaskRule, check_coverage, live_schema, load_policy, require_coverage
+from dbguard.reports.status import human_size
+from dbguard.transfer.manifest import NULL, TableData, decode_field, split_lines, write_export
+from dbguard.transfer.slice import APP_SCHEMAS, Graph, TableInfo, UserTable, read_graph, row_owners
+
+BATCH = 50_000  # key values per query
+# every session that writes or compares COPY text: the same text for the same value on any server
+SESSION = (
+    "SET TIME ZONE 'UTC'",
+    "SET DateStyle = 'ISO, MDY'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+    "SET bytea_output = 'hex'",
+)
+Row = tuple[bytes, ...]
+
+
+def array_literal(values: Iterable[str]) -> sql.Literal:
+    """A text[] literal for `values` (every element quoted), for `= ANY(...)` and unnest()."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return sql.Literal("{" + ",".join(quoted) + "}")
+
+
+def matching(info: TableInfo, columns: Sequence[str], values: Sequence[tuple[str, ...]]) -> sql.Composed:
+    """`t.(columns)` is one of `values` (text, cast to each column's type): an index lookup where there is one."""
+    if len(columns) == 1:
+        kind = sql.SQL(info.column(columns[0]).type_name)
+        return sql.SQL("t.{} = ANY({}::text[]::{}[])").format(
+            sql.Identifier(columns[0]), array_literal(v[0] for v in values), kind
+        )
+    arrays = [
+        sql.SQL("{}::text[]::{}[]").format(array_literal(v[i] for v in values), sql.SQL(info.column(c).type_name))
+        for i, c in enumerate(columns)
+    ]
+    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns), sql.SQL(", ").join(arrays)
+    )
+
+
+@dataclass
+class Part:
+    """The rows taken from one table, by identity (primary key fields, or the whole line without one)."""
+
+    info: TableInfo
+    owned: dict[Row | bytes, bytes] = field(default_factory=dict)
+    reference: dict[Row | bytes, bytes] = field(default_factory=dict)
+    values: dict[tuple[str, ...], set[tuple[bytes, ...]]] = field(default_factory=dict)  # taken, per column set
+
+    def identity(self, fields: list[bytes], line: bytes) -> Row | bytes:
+        pk = self.info.primary_key
+        return tuple(fields[self.info.index(c)] for c in pk) if pk else line
+
+    def has(self, key: Row | bytes) -> bool:
+        return key in self.owned or key in self.reference
+
+    def add(self, lines: list[bytes], owned: bool) -> list[list[bytes]]:
+        """Keep the lines not taken yet; return their fields."""
+        into = self.owned if owned else self.reference
+        new = []
+        for line in lines:
+            fields = line.split(b"\t")
+            key = self.identity(fields, line)
+            if self.has(key):
+                continue
+            into[key] = line
+            new.append(fields)
+            for columns, seen in self.values.items():
+                seen.add(tuple(fields[self.info.index(c)] for c in columns))
+        return new
+
+    def taken_values(self, columns: tuple[str, ...]) -> set[tuple[bytes, ...]]:
+        if columns not in self.values:
+            at = [self.info.index(c) for c in columns]
+            every = [*self.owned.values(), *self.reference.values()]
+            self.values[columns] = {tuple(line.split(b"\t")[i] for i in at) for line in every}
+        return self.values[columns]
+
+
+@dataclass
+class Export:
+    """One export's run: the snapshot's connection, the graph, what is taken, and how rows are selected."""
+
+    conn: Connection
+    graph: Graph
+    users: UserTable
+    rules: dict[str, dict[str, MaskRule]] | None  # None: rows are taken as they are (INT, STG)
+    raw_own: bool = False  # PROD with --raw: the user's own rows unsanitized
+    root_key: str = ""
+    parts: dict[str, Part] = field(default_factory=dict)
+    queries: int = 0
+
+    def part(self, table: str) -> Part:
+        return self.parts.setdefault(table, Part(self.graph.table(table)))
+
+    def select(self, info: TableInfo, where: sql.Composable, *, own: bool) -> list[bytes]:
+        """The rows of `info` that `where` picks, as COPY text lines; sanitized unless they are the user's own
+        under --raw (an owned row pointing at another user counts as that person's, and stays sanitized)."""
+        if self.rules is None:
+            plain = sql.SQL("SELECT {} FROM ONLY {}.{} t WHERE {}").format(
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns),
+                sql.Identifier(info.live.schema),
+                sql.Identifier(info.live.name),
+                where,
+            )
+            return self.copy_out(plain)
+        masked = sanitized_select(info.live, self.rules[info.name])
+        if not (own and self.raw_own):
+            return self.copy_out(sql.SQL("{} WHERE {}").format(masked, where))
+        mine = self.only_this_user(info)
+        plain = sql.SQL("SELECT {} FROM ONLY {}.{} t WHERE ({}) AND {}").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns),
+            sql.Identifier(info.live.schema),
+            sql.Identifier(info.live.name),
+            where,
+            mine,
+        )
+        return self.copy_out(plain) + self.copy_out(sql.SQL("{} WHERE ({}) AND NOT {}").format(masked, where, mine))
+
+    def only_this_user(self, info: TableInfo) -> sql.Composable:
+        user_pk = self.graph.table(self.users.table).primary_key[0]
+        checks: list[sql.Composable] = [sql.SQL("true")]
+        for fk in info.foreign_keys:
+            if fk.parent == self.users.table and fk.parent_columns == (user_pk,):
+                checks.append(
+                    sql.SQL("coalesce(t.{} = {}, true)").format(
+                        sql.Identifier(fk.columns[0]), sql.Literal(self.root_key)
+                    )
+                )
+        if info.name == self.users.table:
+            checks.append(sql.SQL("t.{} = {}").format(sql.Identifier(user_pk), sql.Literal(self.root_key)))
+        return sql.SQL("({})").format(sql.SQL(" AND ").join(checks))
+
+    def copy_out(self, query: sql.Composable) -> list[bytes]:
+        self.queries += 1
+        with self.conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+        return split_lines(data)
+
+    def fetch(
+        self, table: str, columns: tuple[str, ...], values: set[tuple[bytes, ...]], *, owned: bool
+    ) -> list[list[bytes]]:
+        """Take the rows of `table` whose `columns` hold one of `values`; return the new ones' fields."""
+        info, part = self.graph.table(table), self.part(table)
+        decoded = [tuple(str(decode_field(v)) for v in value) for value in values if NULL not in value]
+        new: list[list[bytes]] = []
+        for start in range(0, len(decoded), BATCH):
+            lines = self.select(info, matching(info, columns, decoded[start : start + BATCH]), own=owned)
+            new += part.add(lines, owned)
+        return new
+
+    def walk(self, key: str) -> None:
+        """The user's row, every row that belongs to them, then every row those point at (slice.py)."""
+        users = self.graph.table(self.users.table)
+        user_pk = users.primary_key[0]
+        found = self.conn.execute(
+            sql.SQL("SELECT {}::text FROM ONLY {}.{} WHERE {} = %s").format(
+                sql.Identifier(user_pk),
+                sql.Identifier(users.live.schema),
+                sql.Identifier(users.live.name),
+                sql.Identifier(self.users.key),
+            ),
+            (key,),
+        ).fetchall()
+        if len(found) != 1:
+            raise Refused(
+                f"no user with {self.users.key} = {key!r} in {self.users.table}",
+                f"check the key, or set user_key in [tool.dbguard] (now {self.users.key})",
+            )
+        self.root_key = str(found[0][0])
+        root = self.fetch(self.users.table, (user_pk,), {(self.root_key.encode(),)}, owned=True)
+        queue: deque[tuple[str, list[list[bytes]]]] = deque([(self.users.table, root)])
+        owners = {t: c for t, c in self.row_owners.items() if t in self.graph.tables and t != self.users.table}
+        for table, column in owners.items():
+            rows = self.fetch(table, (column,), {(self.root_key.encode(),)}, owned=True)
+            queue.append((table, rows))
+        while queue:  # owned rows: towards the user, to a fixed point
+            parent, rows = queue.popleft()
+            for fk in self.graph.referencing(parent):
+                if fk.table == self.users.table or fk.table in owners:
+                    continue
+                at = [self.graph.table(parent).index(c) for c in fk.parent_columns]
+                values = {tuple(r[i] for i in at) for r in rows}
+                new = self.fetch(fk.table, fk.columns, values, owned=True)
+                if new:
+                    queue.append((fk.table, new))
+        queue = deque((t, [line.split(b"\t") for line in p.owned.values()]) for t, p in list(self.parts.items()))
+        while queue:  # reference rows: what the slice points at, upwards only
+            child, rows = queue.popleft()
+            info = self.graph.table(child)
+            for fk in info.foreign_keys:
+                at = [info.index(c) for c in fk.columns]
+                values = {tuple(r[i] for i in at) for r in rows}
+                values -= self.part(fk.parent).taken_values(fk.parent_columns)
+                new = self.fetch(fk.parent, fk.parent_columns, values, owned=False) if values else []
+                if new:
+                    queue.append((fk.parent, new))
+
+    row_owners: dict[str, str] = field(default_factory=dict)
+
+
+def default_out(ctx: TaskContext, key: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]  # the key itself (an email) stays out of file names
+    return ctx.settings.backups_dir / "exports" / f"{ctx.tier.value}-user-{digest}-{stamp}.tar"
+
+
+def origin_of(ctx: TaskContext) -> str:
+    """Which database the rows came from: the import's memory of what it already brought in is kept per origin."""
+    pin = ctx.target.pin
+    return f"{pin.system_identifier}:{pin.database_oid}" if pin else f"{ctx.target.host}/{ctx.target.dbname}"
+
+
+def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> int:
+    settings, source = ctx.settings, ctx.target
+    if not user:
+        raise Refused("--user is required: the user's key", "pass --user KEY (matched on [tool.dbguard] user_key)")
+    sanitize = ctx.tier is Tier.PROD
+    if raw and sanitize:
+        authorize_step(
+            "export-raw",
+            ctx.tier,
+            ctx.caller,
+            name=source.dbname,
+            action="an unsanitized export of a PROD user's own data",
+            dry_run=ctx.dry_run,
+        )
+    elif raw:
+        ctx.out.info(f"{ctx.tier.value.upper()} holds no real people: its rows are exported as they are anyway")
+    users = UserTable.of(settings)
+    key = SanitizeKey.of(settings) if sanitize else None
+    began = time.monotonic()
+    with source.connect(read_only=True, options=key.options if key else "") as conn:
+        conn.isolation_level = IsolationLevel.REPEATABLE_READ
+        for statement in SESSION:
+            conn.execute(statement)
+        graph = read_graph(conn)
+        users.check(graph)
+        rules = None
+        if sanitize:
+            coverage = check_coverage(load_policy(settings), live_schema(conn, APP_SCHEMAS))
+            require_coverage(coverage)
+            rules = coverage.rules
+            require_kept_keys(graph, rules)
+        revision = current_revision(conn)
+        run = Export(conn, graph, users, rules, raw_own=raw and sanitize, row_owners=row_owners(settings))
+        run.walk(user)
+        conn.rollback()
+    parts = [p for p in run.parts.values() if p.owned or p.reference]
+    exported_key = exported_user_key(run)
+    show_slice(ctx, parts, time.monotonic() - began, run.queries)
+    if ctx.dry_run:
+        ctx.out.plan("write these rows to " + str(Path(out) if out else default_out(ctx, user)) + " (mode 0600)")
+        return 0
+    path = Path(out).expanduser() if out else default_out(ctx, user)
+    if path.exists():
+        raise Refused(f"{path} already exists", "pass another --out FILE, or remove it first")
+    manifest: dict[str, Any] = {
+        "engine_version": __version__,
+        "revision": revision,
+        "tier": ctx.tier.value,
+        "source": source.describe(),
+        "origin": origin_of(ctx),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sanitized": "no" if not sanitize else ("own rows raw" if raw else "yes"),
+        "user_table": users.table,
+        "user_key": users.key,
+        "user": exported_key,
+    }
+    tables = []
+    for p in parts:
+        data = TableData(p.info.name, p.info.columns)
+        data.rows["owned"], data.rows["reference"] = list(p.owned.values()), list(p.reference.values())
+        tables.append(data)
+    written = write_export(path, manifest, tables)
+    rows = sum(t["owned"]["rows"] + t["reference"]["rows"] for t in written["tables"])
+    ctx.facts.update({"file": path.name, "tables": len(tables), "rows": rows, "revision": revision})
+    ctx.out.ok(
+        f"exported {rows:,} rows of {len(tables)} tables to {path} ({human_size(path.stat().st_size)}, mode 0600) "
+        f"in {time.monotonic() - began:.1f}s; revision {revision}"
+        + ("; sanitized with refresh-staging's policy" if sanitize and not raw else "")
+    )
+    return 0
+
+
+def exported_user_key(run: Export) -> str:
+    """The user's key as the file holds it (sanitized from PROD): what db.import-user matches on."""
+    part = run.parts[run.users.table]
+    line = next(iter(part.owned.values()))
+    return str(decode_field(line.split(b"\t")[part.info.index(run.users.key)]))
+
+
+def require_kept_keys(graph: Graph, rules: dict[str, dict[str, MaskRule]]) -> None:
+    """A key or foreign-key column masked by the policy would break the slice's references: refused."""
+    for info in graph.tables.values():
+        keys = set(info.primary_key) | {c for fk in info.foreign_keys for c in fk.columns}
+        keys |= {c for fk in graph.referencing(info.name) for c in fk.parent_columns}
+        for column in sorted(keys):
+            rule = rules.get(info.name, {}).get(column)
+            if rule is not None and rule.kind != "keep":
+                raise Refused(
+                    f"{info.name}.{column} is a key that foreign keys use, and the sanitizing policy masks it "
+                    f"({rule}); the slice's references would not hold",
+                    "give key columns the rule keep (PII.NONE)",
+                )
+
+
+def show_slice(ctx: TaskContext, parts: list[Part], seconds: float, queries: int) -> None:
+    table = new_table("user slice", "table", "owned rows", "reference rows", "natural key")
+    for p in parts:
+        natural = ", ".join("(" + ", ".join(u) + ")" for u in p.info.uniques) or "-"
+        add_row(table, p.info.name, f"{len(p.owned):,}", f"{len(p.reference):,}", natural)
+    ctx.out.table(table)
+    total = sum(len(p.owned) + len(p.reference) for p in parts)
+    ctx.out.info(f"{total:,} rows in one snapshot, {queries} queries, {seconds:.1f}s")

@@ -1,0 +1,523 @@
+"""db.import-user: one user's slice (db.export-user's file) loaded into a tier, in one transaction.
+
+What must always hold:
+- all or nothing: every row is written in one transaction, and a row that would break a constraint
+  rolls all of it back; the rows that would break one are reported per table, with the constraint;
+- the file's schema revision is the target's, or nothing is read into it (the fix: db.migrate);
+- every reference is rewired: a row whose key was taken in the target gets a new one (keys.py) and
+  every row pointing at it follows; reference rows (other people, shared data) are matched in the
+  target by a natural key (a UNIQUE set, or a primary key no sequence makes) and inserted only where
+  no row matches;
+- re-importing changes nothing (keys.py's memory), and `--as NEWKEY` brings the user in as a new
+  user: NEWKEY in the user_key column, their other unique text columns made unique with it.
+Foreign keys in a cycle are written as NULL first and set once every table is in.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from dbguard.backup.dump import take_backup
+from dbguard.cli.console import add_row, new_table
+from dbguard.cli.runner import TaskContext
+from dbguard.errors import Failed, Refused
+from dbguard.failpoints import failpoint
+from dbguard.guard.connect import Connection
+from dbguard.guard.door import authorize_step
+from dbguard.guard.locks import exclusive
+from dbguard.guard.tiers import Tier
+from dbguard.migrations.history import current_revision, head
+from dbguard.transfer.export import SESSION, matching
+from dbguard.transfer.keys import KeyMaker, KeyMemory
+from dbguard.transfer.manifest import NULL, ExportFile, decode_field, encode_field, read_export
+from dbguard.transfer.slice import ForeignKey, Graph, TableInfo, UserTable, read_graph
+
+BATCH = 50_000
+REPORT_ROWS = 2_000  # a table whose rows do not fit is tried row by row up to this many, to count them
+Key = tuple[bytes, ...]
+
+
+@dataclass
+class Counts:
+    rows: int = 0
+    remembered: int = 0  # brought in by an earlier import (keys.py's memory)
+    matched: int = 0  # found in the target by natural key
+    kept: int = 0  # inserted with their own key
+    new_keys: int = 0  # inserted with a new key
+
+    @property
+    def inserted(self) -> int:
+        return self.kept + self.new_keys
+
+
+@dataclass
+class Pending:
+    """One row on its way in: the file's fields and the fields it will have in the target."""
+
+    role: str
+    old: list[bytes]
+    new: list[bytes]
+    fate: str = ""  # remembered, matched, insert
+
+
+def variant(value: str, new_key: str) -> str:
+    """A unique text value made unique again for the user brought in `--as new_key`."""
+    slug = re.sub(r"[^a-z0-9]+", "-", new_key.lower()).strip("-")[:24] or "copy"
+    local, at, domain = value.partition("@")
+    return f"{local}+{slug}@{domain}" if at else f"{value}-{slug}"
+
+
+@dataclass
+class Import:
+    conn: Connection
+    graph: Graph
+    file: ExportFile
+    users: UserTable
+    new_key: str | None
+    memory: KeyMemory
+    writing: bool
+    maps: dict[tuple[str, tuple[str, ...]], dict[Key, Key]] = field(default_factory=dict)
+    counts: dict[str, Counts] = field(default_factory=dict)
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    deferred_rows: dict[ForeignKey, list[tuple[Key, Key]]] = field(default_factory=dict)  # (new pk, old fk value)
+    inserted_keys: dict[str, list[str]] = field(default_factory=dict)
+
+    # -- order -------------------------------------------------------------------------------
+    def order(self) -> tuple[list[str], set[ForeignKey]]:
+        """Tables parents first; the foreign keys that close a cycle (nullable ones) are set after all rows."""
+        names = set(self.file.tables)
+        deps = {t: [fk for fk in self.graph.table(t).foreign_keys if fk.parent in names] for t in names}
+        deferred = {fk for t in names for fk in deps[t] if fk.parent == t and fk.nullable}
+        ordered: list[str] = []
+        remaining = set(names)
+        while remaining:
+            ready = [
+                t
+                for t in sorted(remaining)
+                if all(fk.parent not in remaining or fk.parent == t or fk in deferred for fk in deps[t])
+            ]
+            if ready:
+                ordered += ready
+                remaining -= set(ready)
+                continue
+            loose = [fk for t in sorted(remaining) for fk in deps[t] if fk.parent in remaining and fk.nullable]
+            loose = [fk for fk in loose if fk not in deferred]
+            if not loose:
+                raise Refused(
+                    "the tables " + ", ".join(sorted(remaining)) + " reference each other through NOT NULL foreign "
+                    "keys, so no order of inserts can satisfy them",
+                    "make one of those foreign keys nullable or DEFERRABLE",
+                )
+            deferred.add(loose[0])
+        return ordered, deferred
+
+    # -- the target's rows -------------------------------------------------------------------
+    def lookup(self, info: TableInfo, columns: tuple[str, ...], keys: Iterable[Key]) -> dict[Key, list[bytes]]:
+        """The target's rows whose `columns` hold one of `keys` (COPY text), by those columns' fields."""
+        at = [info.index(c) for c in columns]
+        wanted = [tuple(str(decode_field(v)) for v in key) for key in set(keys) if NULL not in key]
+        found: dict[Key, list[bytes]] = {}
+        for start in range(0, len(wanted), BATCH):
+            query = sql.SQL("COPY (SELECT {} FROM ONLY {}.{} t WHERE {}) TO STDOUT").format(
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns),
+                sql.Identifier(info.live.schema),
+                sql.Identifier(info.live.name),
+                matching(info, columns, wanted[start : start + BATCH]),
+            )
+            with self.conn.cursor().copy(query) as copy:
+                data = b"".join(bytes(chunk) for chunk in copy)
+            for line in data.split(b"\n")[:-1] if data else []:
+                fields = line.split(b"\t")
+                found[tuple(fields[i] for i in at)] = fields
+        return found
+
+    # -- one table ---------------------------------------------------------------------------
+    def rewire(self, info: TableInfo, rows: list[Pending], deferred: set[ForeignKey]) -> None:
+        for fk in info.foreign_keys:
+            if fk.parent not in self.file.tables:
+                continue
+            at = [info.index(c) for c in fk.columns]
+            mapping = self.maps.get((fk.parent, fk.parent_columns), {})
+            missing = 0
+            for row in rows:
+                old = tuple(row.old[i] for i in at)
+                if NULL in old:
+                    continue
+                if fk in deferred:
+                    for i in at:
+                        row.new[i] = NULL
+                    continue
+                new = mapping.get(old)
+                if new is None:
+                    missing += 1
+                    continue
+                for i, value in zip(at, new, strict=True):
+                    row.new[i] = value
+            if missing:
+                self.fail(
+                    info.name, f"{missing} row(s) point at {fk.parent} rows that could not be brought in ({fk.name})"
+                )
+
+    def fail(self, table: str, message: str) -> None:
+        self.failures.setdefault(table, []).append(message)
+
+    def ident(self, info: TableInfo, fields: list[bytes]) -> str:
+        return "\t".join(fields[info.index(c)].decode() for c in info.primary_key)
+
+    def rename_user(self, info: TableInfo, row: Pending) -> None:
+        assert self.new_key is not None
+        row.new[info.index(self.users.key)] = encode_field(self.new_key)
+        for unique in info.uniques:
+            if len(unique) != 1 or unique[0] == self.users.key or info.column(unique[0]).category != "S":
+                continue
+            at = info.index(unique[0])
+            value = decode_field(row.new[at])
+            if value is not None:
+                row.new[at] = encode_field(variant(value, self.new_key))
+
+    def natural_keys(self, info: TableInfo) -> list[tuple[str, ...]]:
+        """UNIQUE sets, then the primary key where no sequence or uuid default makes it."""
+        sets = list(info.uniques)
+        if info.primary_key and not any(c in info.generated for c in info.primary_key):
+            sets.append(info.primary_key)
+        return sets
+
+    def place(self, name: str, deferred: set[ForeignKey]) -> None:
+        info, data = self.graph.table(name), self.file.tables[name]
+        counts = self.counts.setdefault(name, Counts())
+        rows = [
+            Pending(role, fields, list(fields))
+            for role in ("owned", "reference")
+            for fields in (line.split(b"\t") for line in data.rows[role])
+        ]
+        counts.rows = len(rows)
+        is_users = name == self.users.table
+        remembered = self.memory.of(name)
+        if is_users and self.new_key is not None:
+            for row in rows:
+                if row.role == "owned":
+                    self.rename_user(info, row)
+        self.rewire(info, rows, deferred)
+        target_of: dict[int, list[bytes]] = {}  # row index -> the target row it is (remembered, matched)
+        if info.primary_key and remembered:
+            pk = info.primary_key
+            hits = {
+                i: remembered[self.ident(info, r.old)]
+                for i, r in enumerate(rows)
+                if self.ident(info, r.old) in remembered
+            }
+            keys = {i: tuple(v.encode() for v in text.split("\t")) for i, text in hits.items()}
+            found = self.lookup(info, pk, keys.values())
+            for i, key in keys.items():
+                if key in found:
+                    rows[i].fate, target_of[i] = "remembered", found[key]
+                    counts.remembered += 1
+        if is_users:
+            self.check_user(info, rows)
+        for unique in self.natural_keys(info):
+            at = [info.index(c) for c in unique]
+            todo = [i for i, r in enumerate(rows) if not r.fate and r.role == "reference"]
+            todo = [i for i in todo if NULL not in (rows[i].new[j] for j in at)]
+            if not todo:
+                continue
+            found = self.lookup(info, unique, (tuple(rows[i].new[j] for j in at) for i in todo))
+            for i in todo:
+                match = found.get(tuple(rows[i].new[j] for j in at))
+                if match is not None:
+                    rows[i].fate, target_of[i] = "matched", match
+                    counts.matched += 1
+        inserts = [i for i, r in enumerate(rows) if not r.fate]
+        self.make_keys(info, [rows[i] for i in inserts], counts)
+        for i in inserts:
+            rows[i].fate = "insert"
+            target_of[i] = rows[i].new
+        for columns in self.graph.referenced_sets(name):
+            at = [info.index(c) for c in columns]
+            mapping = self.maps.setdefault((name, columns), {})
+            for i, row in enumerate(rows):
+                mapping[tuple(row.old[j] for j in at)] = tuple(target_of[i][j] for j in at)
+        if info.primary_key:
+            for i, row in enumerate(rows):
+                remembered[self.ident(info, row.old)] = self.ident(info, target_of[i])
+        for fk in deferred:
+            if fk.table == name and info.primary_key:
+                at = [info.index(c) for c in fk.columns]
+                self.deferred_rows[fk] = [
+                    (tuple(rows[i].new[info.index(c)] for c in info.primary_key), tuple(rows[i].old[j] for j in at))
+                    for i in inserts
+                    if NULL not in (rows[i].old[j] for j in at)
+                ]
+        self.insert(info, [rows[i].new for i in inserts])
+
+    def check_user(self, info: TableInfo, rows: list[Pending]) -> None:
+        """The user brought in must not be someone the target already has (unless an earlier import brought them)."""
+        at = info.index(self.users.key)
+        for row in rows:
+            if row.role != "owned" or row.fate:
+                continue
+            key = (row.new[at],)
+            if self.lookup(info, (self.users.key,), [key]):
+                value = decode_field(row.new[at])
+                raise Refused(
+                    f"{info.name} already has a user with {self.users.key} = {value!r}, not brought in by an "
+                    "earlier import of this user",
+                    f"import them as a new user: --as NEW{self.users.key.upper()}",
+                )
+
+    def make_keys(self, info: TableInfo, rows: list[Pending], counts: Counts) -> None:
+        """Own keys where free; new ones (sequence or uuid) where they would collide."""
+        pk = info.primary_key
+        generator = info.generated.get(pk[0]) if len(pk) == 1 else None
+        if generator is None or not rows:
+            counts.kept += len(rows)
+            return
+        at = info.index(pk[0])
+        wanted = [(r.new[at],) for r in rows]
+        taken = {k[0].decode() for k in self.lookup(info, pk, wanted)}
+        used: set[str] = set(taken)
+        clash: list[Pending] = []
+        for row in rows:
+            value = row.new[at].decode()
+            if value in used:
+                clash.append(row)
+            else:
+                used.add(value)
+        maker = KeyMaker(self.conn, generator, self.writing)
+        if clash and generator != "uuid":
+            kept = [int(r.new[at]) for r in rows if r not in clash]
+            table = sql.SQL("{}.{}").format(sql.Identifier(info.live.schema), sql.Identifier(info.live.name))
+            maker.move_past(table, pk[0], max(kept, default=0))
+        for row, key in zip(clash, maker.make(len(clash), used), strict=True):
+            row.new[at] = key.encode()
+        counts.kept += len(rows) - len(clash)
+        counts.new_keys += len(clash)
+
+    def insert(self, info: TableInfo, rows: list[list[bytes]]) -> None:
+        """COPY the rows in, under a savepoint; rows that do not fit are counted, by constraint, and reported."""
+        if not rows or not self.writing:
+            return
+        copy_sql = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+            sql.Identifier(info.live.schema),
+            sql.Identifier(info.live.name),
+            sql.SQL(", ").join(sql.Identifier(c) for c in info.columns),
+        )
+        try:
+            with self.conn.transaction(), self.conn.cursor().copy(copy_sql) as copy:
+                for start in range(0, len(rows), BATCH):
+                    copy.write(b"".join(b"\t".join(r) + b"\n" for r in rows[start : start + BATCH]))
+        except psycopg.Error as exc:
+            self.report_rows(info, rows, copy_sql, exc)
+
+    def report_rows(
+        self, info: TableInfo, rows: list[list[bytes]], copy_sql: sql.Composed, first: psycopg.Error
+    ) -> None:
+        why: dict[str, int] = {}
+        tried = rows[:REPORT_ROWS]
+        for row in tried:
+            try:
+                with self.conn.transaction(), self.conn.cursor().copy(copy_sql) as copy:
+                    copy.write(b"\t".join(row) + b"\n")
+            except psycopg.Error as exc:
+                diag = exc.diag
+                what = diag.constraint_name or (diag.message_primary or str(exc)).splitlines()[0]
+                why[what] = why.get(what, 0) + 1
+        if not why:  # each fits alone: they clash with each other
+            primary = first.diag.message_primary or str(first).splitlines()[0]
+            why[first.diag.constraint_name or primary] = 1
+        more = f" (of the first {len(tried):,} tried)" if len(rows) > len(tried) else ""
+        for what, n in why.items():
+            self.fail(info.name, f"{n:,} row(s) would break {what}{more}")
+
+    # -- after every table ---------------------------------------------------------------------
+    def set_deferred(self) -> None:
+        for fk, pairs in self.deferred_rows.items():
+            info = self.graph.table(fk.table)
+            mapping = self.maps.get((fk.parent, fk.parent_columns), {})
+            updates = [(pk, mapping[old]) for pk, old in pairs if old in mapping]
+            if not updates or not self.writing:
+                continue
+            pk_cols, cols = info.primary_key, fk.columns
+            names = [f"k{i}" for i in range(len(pk_cols))] + [f"v{i}" for i in range(len(cols))]
+            arrays = [
+                sql.SQL("{}::text[]").format(sql.Literal([str(decode_field(u[0][i])) for u in updates]))
+                for i in range(len(pk_cols))
+            ] + [
+                sql.SQL("{}::text[]").format(sql.Literal([str(decode_field(u[1][i])) for u in updates]))
+                for i in range(len(cols))
+            ]
+            statement = sql.SQL("UPDATE {}.{} t SET {} FROM unnest({}) AS u({}) WHERE {}").format(
+                sql.Identifier(info.live.schema),
+                sql.Identifier(info.live.name),
+                sql.SQL(", ").join(
+                    sql.SQL("{} = u.{}::{}").format(
+                        sql.Identifier(c), sql.Identifier(f"v{i}"), sql.SQL(info.column(c).type_name)
+                    )
+                    for i, c in enumerate(cols)
+                ),
+                sql.SQL(", ").join(arrays),
+                sql.SQL(", ").join(sql.Identifier(n) for n in names),
+                sql.SQL(" AND ").join(
+                    sql.SQL("t.{} = u.{}::{}").format(
+                        sql.Identifier(c), sql.Identifier(f"k{i}"), sql.SQL(info.column(c).type_name)
+                    )
+                    for i, c in enumerate(pk_cols)
+                ),
+            )
+            try:
+                with self.conn.transaction():
+                    self.conn.execute(statement)
+            except psycopg.Error as exc:
+                self.fail(fk.table, f"{len(updates):,} row(s) would break {exc.diag.constraint_name or fk.name}")
+
+    def move_sequences(self) -> None:
+        for name, counts in self.counts.items():
+            info = self.graph.table(name)
+            if not counts.inserted:
+                continue
+            for column, generator in info.generated.items():
+                if generator != "uuid":
+                    table = sql.SQL("{}.{}").format(sql.Identifier(info.live.schema), sql.Identifier(info.live.name))
+                    KeyMaker(self.conn, generator, self.writing).move_past(table, column)
+
+
+def check_revision(ctx: TaskContext, conn: Connection, file: ExportFile, path: Path) -> None:
+    wanted, found = file.manifest.get("revision"), current_revision(conn)
+    if wanted == found:
+        return
+    env = ctx.tier.value
+    fix = (
+        f"invoke db.migrate --env {env}"
+        if wanted == head(ctx.settings)
+        else f"invoke db.migrate --env {env} --to {wanted}"
+    )
+    raise Refused(
+        f"{path.name} was exported at revision {wanted}; {ctx.target.dbname} is at {found}: nothing was imported", fix
+    )
+
+
+def check_tables(ctx: TaskContext, graph: Graph, file: ExportFile) -> None:
+    for name, table in file.tables.items():
+        info = graph.tables.get(name)
+        if info is None or info.columns != table.columns:
+            what = "has no table" if info is None else "has other columns in table"
+            raise Refused(
+                f"{ctx.target.dbname} {what} {name} than the file; nothing was imported",
+                f"invoke db.migrate --env {ctx.tier.value}",
+            )
+
+
+def show_counts(ctx: TaskContext, run: Import, order: Sequence[str]) -> None:
+    table = new_table(
+        "import plan" if not run.writing else "imported",
+        "table",
+        "rows in file",
+        "already here",
+        "matched (natural key)",
+        "inserted (own key)",
+        "inserted (new key)",
+    )
+    for name in order:
+        c = run.counts.get(name, Counts())
+        add_row(table, name, f"{c.rows:,}", f"{c.remembered:,}", f"{c.matched:,}", f"{c.kept:,}", f"{c.new_keys:,}")
+    ctx.out.table(table)
+
+
+def import_task(ctx: TaskContext, *, from_: str, as_: str | None) -> int:
+    if not from_:
+        raise Refused("--from is required: the file db.export-user wrote", "pass --from FILE")
+    path = Path(from_).expanduser()
+    file = read_export(path)
+    manifest = file.manifest
+    if manifest.get("tier") == Tier.PROD.value and manifest.get("sanitized") != "yes" and ctx.tier is not Tier.PROD:
+        authorize_step(
+            "import-prod-data",
+            ctx.tier,
+            ctx.caller,
+            name=ctx.target.dbname,
+            action=f"importing a PROD user's unsanitized rows into {ctx.tier.value.upper()}",
+            dry_run=ctx.dry_run,
+        )
+    users = UserTable(str(manifest["user_table"]), str(manifest["user_key"]))
+    user_key = as_ or str(manifest["user"])
+    began = time.monotonic()
+    if ctx.dry_run:
+        with ctx.target.connect(read_only=True) as conn:
+            run, order = plan_import(ctx, conn, file, path, users, as_, user_key, writing=False)
+        show_counts(ctx, run, order)
+        report_failures(ctx, run)
+        steps = ["back up the target"] if ctx.clearance.rule.backup_first else []
+        ctx.out.plan(", then ".join([*steps, "insert these rows in one transaction"]))
+        return 0
+    with exclusive(ctx.target, "import a user"):
+        if ctx.clearance.rule.backup_first:
+            backup = take_backup(ctx.settings, ctx.target, ctx.out, reason="before import-user")
+            ctx.facts["backup"] = backup.path.name
+        with ctx.target.connect() as conn:
+            run, order = plan_import(ctx, conn, file, path, users, as_, user_key, writing=True)
+            report_failures(ctx, run)
+            saved = run.memory.save(conn)
+            failpoint("import-user:before-commit")
+            conn.commit()
+    show_counts(ctx, run, order)
+    inserted = sum(c.inserted for c in run.counts.values())
+    ctx.facts.update({"file": path.name, "inserted": inserted, "as": as_ or ""})
+    ctx.out.ok(
+        f"imported {user_key!r} from {path.name} into {ctx.target.dbname} in one transaction: {inserted:,} rows "
+        f"inserted, {sum(c.matched for c in run.counts.values()):,} matched, "
+        f"{sum(c.remembered for c in run.counts.values()):,} already here, in {time.monotonic() - began:.1f}s"
+        + ("" if saved or inserted else " (nothing changed)")
+    )
+    return 0
+
+
+def plan_import(
+    ctx: TaskContext,
+    conn: Connection,
+    file: ExportFile,
+    path: Path,
+    users: UserTable,
+    as_: str | None,
+    user_key: str,
+    *,
+    writing: bool,
+) -> tuple[Import, list[str]]:
+    for statement in SESSION:
+        conn.execute(statement)
+    check_revision(ctx, conn, file, path)
+    graph = read_graph(conn)
+    check_tables(ctx, graph, file)
+    users.check(graph)
+    if writing:
+        names = sql.SQL(", ").join(sql.Identifier(*n.split(".", 1)) for n in sorted(file.tables))
+        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(names))
+    memory = KeyMemory.load(conn, str(file.manifest["origin"]), user_key)
+    run = Import(conn, graph, file, users, as_, memory, writing)
+    order, deferred = run.order()
+    for name in order:
+        run.place(name, deferred)
+    run.set_deferred()
+    if not run.failures:
+        run.move_sequences()
+    return run, order
+
+
+def report_failures(ctx: TaskContext, run: Import) -> None:
+    if not run.failures:
+        return
+    table = new_table("rows that would break a constraint", "table", "problem")
+    for name, problems in run.failures.items():
+        for problem in problems:
+            add_row(table, name, problem)
+    ctx.out.table(table)
+    summary = "; ".join(f"{name}: {problems[0]}" for name, problems in run.failures.items())
+    raise Failed(
+        f"nothing was imported: rows in {len(run.failures)} table(s) would break a constraint ({summary})",
+        "import into a tier without those rows, or under another user with --as NEWKEY",
+    )

@@ -1,0 +1,175 @@
+"""db.export-user and db.import-user on real clusters: one user's slice from one tier into another."""
+
+from __future__ import annotations
+
+import json
+import stat
+import tarfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from dbguard.guard.tiers import Tier
+
+from tests.support.cli import invoke_cli
+from tests.support.setup import Tiers, state_values
+
+TABLES = ("users", "projects", "tasks", "comments")
+FKS = {  # child table -> (column, parent table)
+    "projects": (("owner_id", "users"),),
+    "tasks": (("project_id", "projects"), ("assignee_id", "users")),
+    "comments": (("task_id", "tasks"), ("author_id", "users")),
+}
+
+
+def env_for(tiers: Tiers, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return state_values(tmp_path) | {t.url_variable: u for t, u in tiers.urls.items()} | extra
+
+
+def fill(tiers: Tier | Tiers, tier: Tier, seed_value: int, users: int = 30) -> None:
+    """Migrate to head and fill with `users` people, their projects, tasks and comments (plain SQL, seeded)."""
+    from dbguard.migrations.schema import drop_app_schemas, sa_connection, upgrade
+    from sqlalchemy import text
+
+    assert isinstance(tiers, Tiers)
+    with sa_connection(tiers.target(tier)) as conn, conn.begin():
+        drop_app_schemas(conn)
+        upgrade(tiers.settings, conn, "head")
+        for statement in FILL:
+            conn.execute(text(statement.format(users=users, seed=seed_value / 1000, tag=seed_value)))
+
+
+FILL = (
+    "SELECT setseed({seed})",
+    "INSERT INTO users (email, full_name, phone, address, last_login_ip, preferences) SELECT "
+    "'person' || i || '.s{tag}@mail.test', 'Person ' || i, '+1-555-01' || lpad(i::text, 2, '0'), "
+    "i || ' Main Street', ('192.168.0.' || i)::inet, jsonb_build_object('theme', 'dark', 'n', i) "
+    "FROM generate_series(1, {users}) i",
+    "INSERT INTO projects (owner_id, name, description) SELECT u.id, 'Project ' || u.id || '-' || k, "
+    "CASE WHEN k = 1 THEN NULL ELSE 'About ' || u.full_name END FROM users u, generate_series(1, 1 + u.id % 3) k",
+    "INSERT INTO tasks (project_id, assignee_id, title, status, priority, due_date) SELECT p.id, "
+    "CASE WHEN random() < 0.3 THEN NULL ELSE 1 + (random() * ({users} - 1))::int END, 'Task ' || p.id || '.' || k, "
+    "(ARRAY['todo', 'doing', 'done'])[1 + k % 3], 1 + k % 4, date '2026-01-01' + k FROM projects p, "
+    "generate_series(1, 4) k",
+    "INSERT INTO comments (task_id, author_id, body) SELECT t.id, 1 + (random() * ({users} - 1))::int, "
+    "E'Comment\\twith a tab ' || t.id || '.' || k FROM tasks t, generate_series(1, 2) k",
+)
+
+
+def snapshot(tiers: Tiers, tier: Tier) -> dict[str, str]:
+    """Every table's rows, hashed: equal before and after means untouched."""
+    return {
+        t: tiers.sql(
+            tier, f"SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, ',' ORDER BY id)), '') FROM {t} x"
+        )
+        for t in TABLES
+    }
+
+
+def busiest_user(tiers: Tiers, tier: Tier) -> tuple[int, str]:
+    row = tiers.sql(
+        tier,
+        "SELECT u.id || ' ' || u.email FROM users u ORDER BY (SELECT count(*) FROM tasks t JOIN projects p "
+        "ON p.id = t.project_id WHERE p.owner_id = u.id) DESC, u.id LIMIT 1",
+    )
+    uid, email = row.split(" ", 1)
+    return int(uid), email
+
+
+def memory(url: str, origin_user: str) -> dict[str, dict[str, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, keys FROM dbguard.transfer_keys WHERE user_key = %s", (origin_user,)
+        ).fetchall()
+    return {str(t).removeprefix("public."): dict(k) for t, k in rows}
+
+
+def rows_by_id(url: str, table: str) -> dict[str, dict[str, object]]:
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(f"SELECT * FROM {table}")
+        names = [d.name for d in cur.description or []]
+        return {str(r[0]): dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+
+
+@pytest.fixture
+def stg_and_int(tiers: Tiers) -> Tiers:
+    fill(tiers, Tier.STG, seed_value=42)
+    fill(tiers, Tier.INT, seed_value=7, users=20)  # rows with the same ids as STG's: every key of the slice collides
+    return tiers
+
+
+def test_round_trip_stg_to_int_under_a_new_key(stg_and_int: Tiers, tmp_path: Path) -> None:
+    tiers = stg_and_int
+    env = env_for(tiers, tmp_path)
+    uid, email = busiest_user(tiers, Tier.STG)
+    stg_before, int_before = snapshot(tiers, Tier.STG), snapshot(tiers, Tier.INT)
+    out = tmp_path / "user.tar"
+
+    plan = invoke_cli("db.export-user", "--env", "stg", "--user", email, "--out", str(out), "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "user slice" in plan.stdout and not out.exists()
+
+    proc = invoke_cli("db.export-user", "--env", "stg", "--user", email, "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    with tarfile.open(out) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest["revision"] == tiers.sql(Tier.STG, "SELECT version_num FROM alembic_version")
+    assert manifest["user"] == email and manifest["tier"] == "stg" and manifest["engine_version"]
+    counted = {
+        t["name"].removeprefix("public."): (t["owned"]["rows"], t["reference"]["rows"]) for t in manifest["tables"]
+    }
+    # owned rows, counted here independently of the tool: the user, their projects, the tasks in them or
+    # assigned to them, the comments on those tasks or written by them
+    owned_tasks = (
+        f"SELECT t.id FROM tasks t JOIN projects p ON p.id = t.project_id WHERE p.owner_id = {uid} "
+        f"OR t.assignee_id = {uid}"
+    )
+    assert counted["users"][0] == 1
+    assert counted["projects"][0] == int(tiers.sql(Tier.STG, f"SELECT count(*) FROM projects WHERE owner_id = {uid}"))
+    assert counted["tasks"][0] == int(tiers.sql(Tier.STG, f"SELECT count(*) FROM ({owned_tasks}) x"))
+    assert counted["comments"][0] == int(
+        tiers.sql(Tier.STG, f"SELECT count(*) FROM comments WHERE task_id IN ({owned_tasks}) OR author_id = {uid}")
+    )
+    assert counted["tasks"][0] > 0 and counted["users"][1] > 0  # co-workers came along as reference rows
+
+    new_email = "copy.of.user@example.org"
+    imported = invoke_cli("db.import-user", "--env", "int", "--from", str(out), "--as", new_email, env=env)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert snapshot(tiers, Tier.STG) == stg_before  # the source is untouched
+
+    # row by row, after key mapping: every row of the file is in INT, its references rewired
+    keys = memory(tiers.urls[Tier.INT], new_email)
+    stg_rows = {t: rows_by_id(tiers.urls[Tier.STG], t) for t in TABLES}
+    int_rows = {t: rows_by_id(tiers.urls[Tier.INT], t) for t in TABLES}
+    for table in TABLES:
+        owned, reference = counted[table]
+        assert len(keys[table]) == owned + reference
+        for source_id, target_id in keys[table].items():
+            want = dict(stg_rows[table][source_id])
+            got = dict(int_rows[table][target_id])
+            want["id"] = int(target_id)
+            for column, parent in FKS.get(table, ()):
+                if want[column] is not None:
+                    want[column] = int(keys[parent][str(want[column])])
+            if table == "users" and source_id == str(uid):
+                assert got["email"] == new_email
+                want["email"] = new_email
+            assert got == want, (table, source_id)
+    # every key collided with INT's own rows: the user's rows got new keys, and INT's own rows are all still there
+    assert keys["users"][str(uid)] != str(uid)
+    for table in TABLES:
+        assert set(rows_by_id(tiers.urls[Tier.INT], table)) >= {
+            str(i) for i in range(1, int(int_before[table].split()[0]) + 1)
+        }
+    # the sequences moved past the rows written: the app's next insert does not collide
+    assert int(tiers.sql(Tier.INT, "SELECT last_value FROM tasks_id_seq")) >= int(
+        tiers.sql(Tier.INT, "SELECT max(id) FROM tasks")
+    )
+
+    # importing it again changes nothing
+    int_after = snapshot(tiers, Tier.INT)
+    again = invoke_cli("db.import-user", "--env", "int", "--from", str(out), "--as", new_email, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(nothing changed)" in again.stdout
+    assert snapshot(tiers, Tier.INT) == int_after
