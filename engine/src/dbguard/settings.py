@@ -27,6 +27,7 @@ DEFAULTS: dict[str, str] = {
     "BACKUP_KEEP": "10",
     "EMBEDDED_PG_DIR": ".local/postgres",
     "EMBEDDED_PG_PORT": "54329",
+    "MIGRATION_LOCK_RETRIES": "3",  # a migration that hit lock_timeout is tried again this many times
     "MIGRATION_LOCK_TIMEOUT": "5s",
     "MIGRATION_STATEMENT_TIMEOUT": "15min",
     "LADDER_RECORD": ".local/ladder-passes.jsonl",
@@ -152,7 +153,12 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 _DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
-_WHOLE = {"BACKUP_KEEP": (1, 10_000), "EMBEDDED_PG_PORT": (1024, 65535), "STG_UNDO_KEEP": (1, 100)}
+_WHOLE = {
+    "BACKUP_KEEP": (1, 10_000),
+    "EMBEDDED_PG_PORT": (1024, 65535),
+    "MIGRATION_LOCK_RETRIES": (0, 20),
+    "STG_UNDO_KEEP": (1, 100),
+}
 
 
 def check_values(settings: Settings) -> None:

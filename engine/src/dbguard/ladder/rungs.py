@@ -67,8 +67,14 @@ from dbguard.ladder.gate import (
     sign,
     write_report,
 )
-from dbguard.migrations.history import alembic_config, current_revision, script_directory
-from dbguard.migrations.schema import downgrade, raw, upgrade
+from dbguard.migrations.history import (
+    alembic_config,
+    current_revision,
+    invalid_index_note,
+    invalid_indexes,
+    script_directory,
+)
+from dbguard.migrations.schema import downgrade, error_line, raw, upgrade
 from dbguard.pii import pii_of
 from dbguard.refresh.rules import check_coverage, live_schema, load_policy
 from dbguard.seeding.runner import make_plan, seed_database
@@ -189,10 +195,36 @@ def _scratch_on(server: Cleared, live: str, purpose: str) -> Iterator[Cleared]:
 
 
 def _step(target: Cleared, settings: Settings, action: Callable[..., None], revision: str) -> float:
+    """One upgrade or downgrade as db.migrate runs it: Alembic's own transaction, autocommit blocks allowed."""
     began = time.perf_counter()
-    with target.sa_connection() as conn, conn.begin():
-        action(settings, conn, revision)
+    try:
+        with target.sa_connection() as conn:
+            action(settings, conn, revision)
+    except OpsError:
+        raise
+    except Exception as exc:  # described as db.migrate would: what broke, and an INVALID index left behind
+        raise Failed(_left_behind(target, error_line(exc))) from None
     return time.perf_counter() - began
+
+
+def _left_behind(target: Cleared, why: str) -> str:
+    with target.connect(read_only=True) as conn:
+        found, now = invalid_indexes(conn), current_revision(conn)
+    left = f"; {invalid_index_note(found, target.tier.value)[0]}" if found else ""
+    return f"{why} (left at {now or 'base'}{left})"
+
+
+def check_invalid_indexes(ladder: Ladder, rung: str, db: Cleared, env: str) -> bool:
+    """A database holding an INVALID index (a concurrent build that failed or was killed) is not ready to
+    migrate: the revision that built it is not recorded and would run again. Checked read-only."""
+    with db.connect(read_only=True) as conn:
+        found = invalid_indexes(conn)
+    if not found:
+        ladder.add(rung, "no INVALID index left by a failed concurrent build", True, "none")
+        return True
+    what, fix = invalid_index_note(found, env)
+    ladder.add(rung, "no INVALID index left by a failed concurrent build", False, f"{what} -> {fix}")
+    return False
 
 
 def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder, server: Cleared) -> None:
@@ -304,6 +336,8 @@ def rung_stg(settings: Settings, script: ScriptDirectory, ladder: Ladder, cleara
     except OpsError as exc:
         ladder.add(rung, "STG reachable", None, f"skipped: {exc.message}")
         return
+    if not check_invalid_indexes(ladder, rung, stg, "stg"):
+        return
     head = script.get_current_head()
     if current == head:
         ladder.add(rung, "pending revisions on a clone of STG", None, f"skipped: STG is at head ({head})")
@@ -375,6 +409,7 @@ def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clear
         return None
     current = facts.revision
     ladder.add(rung, "PROD reachable through a read-only session", read_only == ("on",), prod.masked())
+    check_invalid_indexes(ladder, rung, prod, "prod")
     if current is not None:
         try:
             known = script.get_revision(current)

@@ -2,9 +2,16 @@
 
 Three ways in:
 - from the engine's own tasks (db.migrate, db.reset, the ladder): a connection is handed over in
-  `config.attributes["connection"]`, already guarded, inside the caller's transaction (an Engine
-  is accepted too, as pytest-alembic's fixtures hand one over);
-- `alembic --sql` (offline): SQL for review and for squawk, no database touched;
+  `config.attributes["connection"]`, already guarded (an Engine is accepted too, as pytest-alembic's
+  fixtures hand one over). Handed over outside a transaction, Alembic runs its own: one per revision
+  (so a NOT VALID constraint and its VALIDATE, in two revisions, never share one), and a revision may
+  step outside it (`op.get_context().autocommit_block()`: concurrent index builds, enum values,
+  batched backfills) on the same guarded session, lock_timeout and statement_timeout set for the
+  session, so they hold outside the transaction too. Handed over inside the caller's transaction
+  (db.reset's in-place rebuild), the revisions run in it, all or nothing, and a step outside it is
+  refused in one line;
+- `alembic --sql` (offline): SQL for review and for squawk, no database touched, with the same
+  transaction per revision and the same COMMIT around each autocommit block as a run online;
 - the plain `alembic` CLI: `-x env=int|stg|prod` (and `-x confirm=<dbname>` for PROD) runs the
   command through the same guard, audit log and safety steps as `invoke db.migrate`.
 """
@@ -17,7 +24,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, Engine
 
-from dbguard.migrations.schema import set_timeouts
+from dbguard.migrations.schema import refuse_autocommit_blocks, session_timeouts, set_timeouts
 from dbguard.settings import Settings, load_settings
 
 ENGINE_TABLES = {"alembic_version", "tier_stamp"}
@@ -35,20 +42,31 @@ def run() -> None:
     metadata = settings.project.metadata
 
     def run_on(connection: Connection) -> None:
+        external = connection.in_transaction()  # the caller's own transaction: the revisions run inside it
         context.configure(
             connection=connection,
             target_metadata=metadata,
             compare_type=True,
             compare_server_default=True,
             include_object=include_object,
+            transaction_per_migration=not external,
         )
-        with context.begin_transaction():
-            set_timeouts(connection, settings)
+        if external:
+            refuse_autocommit_blocks(context.get_context())
+            with context.begin_transaction():
+                set_timeouts(connection, settings)
+                context.run_migrations()
+            return
+        with session_timeouts(connection, settings), context.begin_transaction():
             context.run_migrations()
 
     if context.is_offline_mode():
         context.configure(
-            dialect_name="postgresql", target_metadata=metadata, literal_binds=True, include_object=include_object
+            dialect_name="postgresql",
+            target_metadata=metadata,
+            literal_binds=True,
+            include_object=include_object,
+            transaction_per_migration=True,
         )
         with context.begin_transaction():
             context.execute(f"SET lock_timeout = '{settings.get('MIGRATION_LOCK_TIMEOUT')}'")
@@ -57,7 +75,7 @@ def run() -> None:
         return
     handed = config.attributes.get("connection")
     if isinstance(handed, Engine):
-        with handed.begin() as connection:
+        with handed.connect() as connection:
             run_on(connection)
         return
     if handed is not None:

@@ -1,4 +1,5 @@
-"""Alembic's view of the migration files and of a database's revision (read-only helpers)."""
+"""Alembic's view of the migration files and of a database's revision, and what a failed revision left
+(INVALID indexes): read-only helpers."""
 
 from __future__ import annotations
 
@@ -129,6 +130,36 @@ def current_revision(conn: Connection) -> str | None:
         return None
     found = conn.execute("SELECT version_num FROM public.alembic_version").fetchall()
     return ",".join(sorted(str(r[0]) for r in found)) or None
+
+
+INVALID_INDEXES = (
+    "SELECT n.nspname, c.relname, t.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+)
+
+
+def invalid_indexes(conn: Connection) -> list[tuple[str, str, str]]:
+    """(schema, index, table) of every INVALID index: what a failed or killed CREATE INDEX CONCURRENTLY leaves."""
+    return [(str(s), str(i), str(t)) for s, i, t in conn.execute(INVALID_INDEXES).fetchall()]
+
+
+def drop_invalid_sql(found: list[tuple[str, str, str]]) -> str:
+    """The statements that clear them (one per index; each runs outside a transaction)."""
+    from psycopg import sql
+
+    return "; ".join(
+        sql.SQL("DROP INDEX CONCURRENTLY {}.{}").format(sql.Identifier(s), sql.Identifier(i)).as_string(None)
+        for s, i, _ in found
+    )
+
+
+def invalid_index_note(found: list[tuple[str, str, str]], env: str) -> tuple[str, str]:
+    """(what is wrong, the command that fixes it) for INVALID indexes left on tier `env`."""
+    names = ", ".join(f"{s}.{i} on {t}" for s, i, t in found)
+    what = f"{len(found)} INVALID index(es) left by a failed concurrent build: {names}"
+    fix = f"drop them ({drop_invalid_sql(found)}), then invoke db.migrate --env {env}"
+    return what, fix
 
 
 def pending_revisions(settings: Settings, current: str | None, target: str = "heads") -> list[str]:

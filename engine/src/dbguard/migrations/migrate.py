@@ -4,7 +4,11 @@ STG is backed up first; PROD needs the typed database name, a backup, and a pass
 exactly these migration files and this PROD at its revision now (this machine's record, or the
 ladder's report with --ladder-report: dbguard.ladder.gate). One schema change per database at a
 time (advisory lock), each run with lock_timeout and statement_timeout so it never queues behind
-production traffic.
+production traffic; a lock timeout is tried again (MIGRATION_LOCK_RETRIES). Each revision runs in
+its own transaction, and a revision may step outside it (`autocommit_block`: concurrent index
+builds, enum values, batched backfills) on the same guarded session: see dbguard.migrations.schema.
+A failure is one line: what broke, the revision the database is at now, what it left (INVALID
+indexes), and the command that recovers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
 from dbguard.ladder.gate import check_gate, read_prod_facts
 from dbguard.migrations.history import current_revision, script_directory
-from dbguard.migrations.schema import downgrade, upgrade
+from dbguard.migrations.schema import apply, downgrade, upgrade
 from dbguard.settings import Settings
 
 
@@ -93,17 +97,17 @@ def migrate_task(ctx: TaskContext, to: str | None = None, ladder_report: str | N
         out.info(f"--ladder-report is read for PROD only; {ctx.tier.value.upper()} needs no ladder")
     if ctx.dry_run:
         out.plan(
-            ("back up, then " if rule.backup_first else "") + f"{direction} {len(steps)} revision(s) "
-            f"in one transaction with lock_timeout={settings.get('MIGRATION_LOCK_TIMEOUT')}"
+            ("back up, then " if rule.backup_first else "") + f"{direction} {len(steps)} revision(s), "
+            "each in its own transaction (but for its autocommit blocks), "
+            f"with lock_timeout={settings.get('MIGRATION_LOCK_TIMEOUT')}"
         )
         return 0
     with exclusive(target, "migrate"):
         if rule.backup_first:
             backup = take_backup(settings, target, out, reason=f"before migrate to {destination}")
             ctx.facts["backup"] = backup.path.name
-        apply = upgrade if direction == "upgrade" else downgrade
-        with target.sa_connection() as conn, conn.begin():
-            apply(settings, conn, destination)
+        step = upgrade if direction == "upgrade" else downgrade
+        apply(settings, target, f"{direction} to {destination}", lambda conn: step(settings, conn, destination), out)
     out.ok(f"{direction}d {target.dbname} to {destination} ({len(steps)} revision(s))")
     return 0
 
@@ -128,10 +132,9 @@ def alembic_cli_task(
                 if ctx.clearance.rule.backup_first:
                     backup = take_backup(ctx.settings, ctx.target, ctx.out, reason=f"before alembic {command}")
                     ctx.facts["backup"] = backup.path.name
-                with ctx.target.sa_connection() as conn, conn.begin():
-                    run_on(conn)
+                apply(ctx.settings, ctx.target, f"alembic {command}", run_on, ctx.out)
             return 0
-        with ctx.target.sa_connection() as conn, conn.begin():
+        with ctx.target.sa_connection() as conn:
             run_on(conn)
         return 0
 

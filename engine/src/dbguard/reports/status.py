@@ -20,7 +20,7 @@ from dbguard.guard.door import report_target
 from dbguard.guard.stamp import read_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
-from dbguard.migrations.history import current_revision, head
+from dbguard.migrations.history import current_revision, head, invalid_index_note, invalid_indexes
 from dbguard.settings import Settings
 
 
@@ -68,9 +68,12 @@ def tier_status(settings: Settings, tier: Tier, target: Target | OpsError, code_
                 "current_setting('server_version')"
             ).fetchone()
             undo = undo_points(conn, target.dbname)
+            invalid = invalid_indexes(conn)  # a concurrent index build that failed or was killed
     except OpsError as exc:
         return TierStatus(tier, target.short(), False, exc.short, warnings=warnings)
     assert row is not None
+    if invalid:
+        warnings = (*warnings, " -> ".join(invalid_index_note(invalid, tier.value)))
     if stamp is None:
         stamp_text = "MISSING"
     elif stamp.tier is not tier or stamp.database_name != target.dbname:

@@ -1,0 +1,1 @@
+"""lockfree: a small shop (customers, orders) whose migrations follow the lock-safe patterns."""
