@@ -168,7 +168,7 @@ def roles_task(ctx: TaskContext) -> int:
         given = component_password(settings, tier, component, embedded=target.embedded)
         if given is not None:
             passwords[component] = (given, source_of(settings, tier, component, embedded=target.embedded))
-    wanted = Wanted(names, base.matrix, passwords, reader)
+    wanted = Wanted(names, base.matrix, passwords, reader, applying=True)
     with target.connect(read_only=ctx.dry_run) as conn:
         state = read(conn, wanted)
         changes = plan(state, wanted)

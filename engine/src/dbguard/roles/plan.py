@@ -10,7 +10,8 @@ What must hold after every change of a plan is applied: reading the state again 
 - login roles hold nothing themselves: each is a member of its group role only;
 - PUBLIC holds nothing on the matrix's tables and may not create in their schemas;
 - a table with `row_owner` has row-level security enabled and forced, with one policy `dbguard_own_rows`
-  for its components: a row is theirs when `<row_owner> = current_setting('dbguard.user_id', true)`;
+  for its components: a row is theirs when `<row_owner> = current_setting('dbguard.user_id', true)`
+  (unset or '' after a transaction-local setting ended: no row);
 - on PROD (not the embedded stand-in) the tools' read-only role may SELECT every matrix table, and
   every row of those with row-level security.
 Policies whose name does not start with `dbguard_` are the app's own, and left alone.
@@ -55,6 +56,7 @@ class Wanted:
     passwords: dict[str, tuple[str, str]] | None = None  # component -> (password, where it came from)
     reader: str | None = None  # PROD: the tools' read-only role
     roles: bool = True  # False: this database's objects only (the roles exist already)
+    applying: bool = False  # True: the connected role is the one to apply the plan (it must be able to hand over)
 
 
 def _id(qualified: str) -> sql.Composable:
@@ -205,7 +207,11 @@ def plan(state: State, wanted: Wanted) -> list[Change]:
             out += _membership(login, state.roles.get(login), frozenset({group}))
             given = (wanted.passwords or {}).get(component)
             out += _password(login, state, given, new=login not in state.roles)
-        if not state.superuser and migrator not in state.roles.get(state.current_user, _NOBODY).member_of:
+        if (
+            wanted.applying
+            and not state.superuser
+            and migrator not in state.roles.get(state.current_user, _NOBODY).member_of
+        ):
             out.append(
                 Change(
                     "membership",
@@ -327,7 +333,9 @@ def _rows(state: State, table: str, owner: Ownership, names: RoleNames, reader: 
             )
         )
     column_type = state.column_type.get((table, owner.row_owner), "text")
-    mine = sql.SQL("{} = current_setting({}, true)::{}").format(
+    # NULLIF: once a transaction that named a user has ended, the setting reads '' (not NULL) on that
+    # connection, and ''::bigint would fail every later query instead of showing no rows
+    mine = sql.SQL("{} = NULLIF(current_setting({}, true), '')::{}").format(
         sql.Identifier(owner.row_owner), sql.Literal(USER_SETTING), sql.SQL(column_type)
     )
     roles = frozenset(names.group(c) for c in owner.components)

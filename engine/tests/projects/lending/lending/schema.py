@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
+from dbguard.ownership import owned
 from dbguard.pii import PII, pii_column
 from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, Integer, MetaData, Numeric, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped
@@ -24,6 +25,7 @@ class Base(DeclarativeBase):
 
 class Member(Base):
     __tablename__ = "members"
+    __table_args__ = ({"info": owned("desk")},)
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     card_email: Mapped[str] = pii_column(PII.EMAIL, Text, unique=True)
@@ -34,6 +36,7 @@ class Member(Base):
 
 class Book(Base):
     __tablename__ = "books"
+    __table_args__ = ({"info": owned("catalog", readers=("desk",))},)
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     isbn: Mapped[str] = pii_column(PII.NONE, Text, unique=True)
@@ -44,6 +47,7 @@ class Book(Base):
 
 class Loan(Base):
     __tablename__ = "loans"
+    __table_args__ = ({"info": owned("desk", row_owner="member_id")},)
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     member_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("members.id"), index=True)

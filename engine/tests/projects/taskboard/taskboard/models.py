@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from dbguard.ownership import owned
 from dbguard.pii import PII, pii_column
 from sqlalchemy import (
     BigInteger,
@@ -43,6 +44,7 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = ({"info": owned("app", readers=("worker",))},)
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     email: Mapped[str] = pii_column(PII.EMAIL, Text, unique=True)
@@ -58,6 +60,7 @@ class User(Base):
 
 class Project(Base):
     __tablename__ = "projects"
+    __table_args__ = ({"info": owned("app", row_owner="owner_id")},)  # each user sees only their own projects
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     owner_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("users.id"), index=True)
@@ -75,6 +78,7 @@ class Task(Base):
         CheckConstraint("status IN ('todo', 'doing', 'done')", name="status"),
         CheckConstraint("priority BETWEEN 1 AND 4", name="priority"),
         Index("ix_tasks_project_id_status", "project_id", "status"),
+        {"info": owned("app", "worker")},  # shared: the worker completes tasks
     )
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
@@ -93,6 +97,7 @@ class Task(Base):
 
 class Comment(Base):
     __tablename__ = "comments"
+    __table_args__ = ({"info": owned("app", readers=("worker",))},)
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     task_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("tasks.id"), index=True)

@@ -1,0 +1,225 @@
+"""db.roles and the doctor's role checks on real PostgreSQL: the taskboard fixture's ownership matrix
+(users, comments: app writes, worker reads; tasks: both write; projects: app only, row-owned by owner_id)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from dbguard.guard.config import Finding
+from dbguard.guard.connect import connect
+from dbguard.guard.tiers import Tier
+from dbguard.migrations.schema import sa_connection, upgrade
+from dbguard.roles.apply import roles_task
+from dbguard.roles.drift import check_roles
+from dbguard.roles.urls import component_target, component_url
+from dbguard.settings import Settings
+
+from tests.support.setup import Tiers, robot, run
+
+MIGRATOR, APP, WORKER = "app_migrator", "app_app", "app_worker"
+APP_LOGIN, WORKER_LOGIN = "app_app_login", "app_worker_login"
+
+
+def migrate(tiers: Tiers, tier: Tier) -> None:
+    with sa_connection(tiers.target(tier)) as conn, conn.begin():
+        upgrade(tiers.settings, conn, "head")
+
+
+def roles(settings: Settings, env: str = "stg", **kwargs: object):  # type: ignore[no-untyped-def]
+    return run(settings, "roles", env, robot(), roles_task, **kwargs)
+
+
+def grants(tiers: Tiers, tier: Tier) -> str:
+    """Every owner, ACL, row-level security flag and policy of the app's tables, and the database's ACL."""
+    return tiers.sql(
+        tier,
+        """SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
+             SELECT c.relname || ' owner=' || pg_get_userbyid(c.relowner) || ' acl=' || coalesce(c.relacl::text, '-')
+                    || ' rls=' || c.relrowsecurity::text || c.relforcerowsecurity::text AS x
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S')
+             UNION ALL SELECT 'policy ' || tablename || ' ' || policyname || ' ' || roles::text || ' ' || qual
+               FROM pg_policies
+             UNION ALL SELECT 'schema public owner=' || pg_get_userbyid(nspowner)
+                    || ' acl=' || coalesce(nspacl::text, '-') FROM pg_namespace WHERE nspname = 'public'
+             UNION ALL SELECT 'database acl=' || coalesce(datacl::text, '-') FROM pg_database
+              WHERE datname = current_database()
+             UNION ALL SELECT 'default ' || defaclobjtype::text || ' ' || defaclacl::text FROM pg_default_acl) s""",
+    )
+
+
+def roles_on_server(tiers: Tiers) -> str:
+    return tiers.local.psql(
+        "postgres",
+        "SELECT string_agg(rolname || ' login=' || rolcanlogin || ' in=' || "
+        "ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "WHERE m.member = r.oid)::text, ', ' ORDER BY rolname) FROM pg_roles r "
+        "WHERE rolname LIKE 'app\\_%'",
+    )
+
+
+def finding(found: list[Finding], tier: Tier, check: str) -> Finding:
+    return next(f for f in found if tier in f.tiers and check in f.check)
+
+
+@pytest.fixture
+def stg(tiers: Tiers) -> Tiers:
+    """STG at head, with the taskboard's roles applied."""
+    migrate(tiers, Tier.STG)
+    result = roles(tiers.settings)
+    assert result.code == 0, result.text
+    return tiers
+
+
+def privilege(tiers: Tier | Tiers, role: str, table: str, what: str) -> bool:
+    assert isinstance(tiers, Tiers)
+    return tiers.sql(Tier.STG, f"SELECT has_table_privilege('{role}', '{table}', '{what}')") == "t"
+
+
+def test_roles_on_stg_give_each_component_exactly_the_matrix_then_doctor_shows_no_drift(stg: Tiers) -> None:
+    assert "owner=app_migrator" in grants(stg, Tier.STG)
+    for table in ("users", "projects", "tasks", "comments"):
+        assert (
+            stg.sql(Tier.STG, f"SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = '{table}'") == MIGRATOR
+        )
+        for what in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            assert privilege(stg, APP, table, what)
+            assert privilege(stg, APP_LOGIN, table, what)  # through its group role
+    assert privilege(stg, WORKER, "users", "SELECT") and not privilege(stg, WORKER, "users", "INSERT")
+    assert not privilege(stg, WORKER, "users", "DELETE") and not privilege(stg, WORKER, "comments", "UPDATE")
+    assert privilege(stg, WORKER, "tasks", "UPDATE") and privilege(stg, WORKER_LOGIN, "tasks", "INSERT")
+    assert not privilege(stg, WORKER, "projects", "SELECT")
+    for role in (APP, WORKER, APP_LOGIN, WORKER_LOGIN):
+        assert not privilege(stg, role, "users", "TRUNCATE")
+        assert stg.sql(Tier.STG, f"SELECT has_schema_privilege('{role}', 'public', 'CREATE')") == "f"
+    assert stg.sql(Tier.STG, "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'projects'")
+    assert stg.sql(Tier.STG, "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_own_rows'") == "{app_app}"
+    assert "app_app_login login=true in={app_app}" in roles_on_server(stg)
+    assert "app_worker login=false in={}" in roles_on_server(stg)
+    assert list((stg.settings.backups_dir / "roles").glob("stg-*-roles-*.sql"))  # STG's state saved first
+
+    found = check_roles(stg.settings)
+    assert finding(found, Tier.STG, "match the ownership matrix").ok, found
+    assert finding(found, Tier.STG, "own nothing").ok, found
+    assert not [f for f in found if Tier.INT in f.tiers and "match" in f.check]  # INT has no roles applied
+
+
+def test_roles_again_changes_nothing(stg: Tiers) -> None:
+    before = grants(stg, Tier.STG), roles_on_server(stg)
+    again = roles(stg.settings)
+    assert again.code == 0 and "nothing to change" in again.text, again.text
+    assert again.contexts[0].facts["changes"] == 0
+    assert (grants(stg, Tier.STG), roles_on_server(stg)) == before
+
+
+def test_dry_run_shows_the_difference_and_changes_nothing(tiers: Tiers) -> None:
+    migrate(tiers, Tier.STG)
+    tiers.local.psql("postgres", "DROP ROLE IF EXISTS app_app_login, app_worker_login")  # roles of earlier tests
+    before = grants(tiers, Tier.STG), roles_on_server(tiers)
+    result = roles(tiers.settings, dry_run=True)
+    assert result.code == 0, result.text
+    assert "+ DELETE, INSERT, SELECT, UPDATE" in result.text and "create (LOGIN)" in result.text
+    assert "nothing was changed" in result.text
+    assert (grants(tiers, Tier.STG), roles_on_server(tiers)) == before
+    assert not (tiers.settings.backups_dir / "roles").exists()
+
+
+def test_doctor_reports_drift_and_db_roles_repairs_it(stg: Tiers) -> None:
+    stg.sql(Tier.STG, f"GRANT DELETE ON users TO {WORKER}; REVOKE UPDATE ON tasks FROM {WORKER}")
+    drift = finding(check_roles(stg.settings), Tier.STG, "match the ownership matrix")
+    assert not drift.ok and not drift.required
+    assert "app_worker table public.users - DELETE" in drift.message
+    assert "app_worker table public.tasks + UPDATE" in drift.message
+    assert drift.fix == "invoke db.roles --env stg"
+    assert roles(stg.settings).code == 0
+    assert finding(check_roles(stg.settings), Tier.STG, "match the ownership matrix").ok
+    assert not privilege(stg, WORKER, "users", "DELETE") and privilege(stg, WORKER, "tasks", "UPDATE")
+
+
+def test_a_component_role_that_owns_a_table_or_may_create_fails_the_doctor(stg: Tiers) -> None:
+    stg.sql(Tier.STG, f"ALTER TABLE comments OWNER TO {WORKER}")
+    owns = finding(check_roles(stg.settings), Tier.STG, "own nothing")
+    assert not owns.ok and owns.required and "app_worker: owns" in owns.message
+    stg.sql(Tier.STG, f"ALTER TABLE comments OWNER TO {MIGRATOR}; GRANT CREATE ON SCHEMA public TO {APP}")
+    creates = finding(check_roles(stg.settings), Tier.STG, "own nothing")
+    assert not creates.ok and "may create in schema public" in creates.message
+    assert "app_app_login: may create in schema public" in creates.message  # through its group role
+    stg.sql(Tier.STG, f"REVOKE CREATE ON SCHEMA public FROM {APP}")
+    stg.local.psql("postgres", f"ALTER ROLE {WORKER_LOGIN} CREATEROLE")
+    try:
+        powers = finding(check_roles(stg.settings), Tier.STG, "own nothing")
+        assert not powers.ok and "app_worker_login: is CREATEROLE" in powers.message
+        assert roles(stg.settings).code == 0  # db.roles takes the attribute away again
+        assert finding(check_roles(stg.settings), Tier.STG, "own nothing").ok
+    finally:
+        stg.local.psql("postgres", f"ALTER ROLE {WORKER_LOGIN} NOCREATEROLE")
+
+
+def test_row_level_security_lets_the_app_see_only_the_users_own_projects(stg: Tiers) -> None:
+    settings = stg.settings.with_values(STG_APP_DATABASE_PASSWORD="a-1", STG_WORKER_DATABASE_PASSWORD="w-1")
+    stg.sql(
+        Tier.STG,
+        "INSERT INTO users (email, full_name) VALUES ('a@example.com', 'A'), ('b@example.com', 'B');"
+        "INSERT INTO projects (owner_id, name) SELECT id, 'of ' || full_name FROM users",
+    )
+    ids = dict(
+        (name, int(i))
+        for name, i in (
+            row.split("|")
+            for row in stg.sql(Tier.STG, "SELECT string_agg(full_name || '|' || id, ',') FROM users").split(",")
+        )
+    )
+    with connect(component_target(settings, Tier.STG, "app")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (APP_LOGIN,)
+        assert conn.execute("SELECT count(*) FROM projects").fetchone() == (0,)  # no user set: no rows
+        conn.execute("SELECT set_config('dbguard.user_id', %s, false)", (str(ids["A"]),))
+        assert conn.execute("SELECT name FROM projects").fetchall() == [("of A",)]
+        assert conn.execute("UPDATE projects SET name = 'x' WHERE owner_id = %s", (ids["B"],)).rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # WITH CHECK: not into B's name
+            conn.execute("INSERT INTO projects (owner_id, name) VALUES (%s, 'planted')", (ids["B"],))
+    with (
+        connect(component_target(settings, Tier.STG, "worker")) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("INSERT INTO users (email, full_name) VALUES ('w@example.com', 'W')")
+    assert stg.sql(Tier.STG, "SELECT string_agg(name, ',' ORDER BY name) FROM projects") == "of A,of B"
+
+
+def test_login_passwords_come_from_the_tier_variable_and_never_show(tiers: Tiers) -> None:
+    migrate(tiers, Tier.STG)
+    secret = "Worker-Pass-7c1d"
+    settings = tiers.settings.with_values(STG_WORKER_DATABASE_PASSWORD=secret)
+    result = roles(settings)
+    assert result.code == 0, result.text
+    assert secret not in result.text and "password from STG_WORKER_DATABASE_PASSWORD" in result.text
+    verifier = tiers.local.psql("postgres", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{WORKER_LOGIN}'")
+    assert verifier.startswith("SCRAM-SHA-256$") and secret not in verifier
+    assert "nothing to change" in roles(settings).text  # the same password: unchanged
+    url = component_url(settings, Tier.STG, "worker")
+    assert WORKER_LOGIN in url and secret in url
+    assert "app_app_login has no password from STG_APP_DATABASE_PASSWORD" in result.text
+    rotated = roles(settings.with_values(STG_WORKER_DATABASE_PASSWORD=secret + "x"))
+    assert "password from STG_WORKER_DATABASE_PASSWORD" in rotated.text
+    assert (
+        tiers.local.psql("postgres", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{WORKER_LOGIN}'") != verifier
+    )
+
+
+def test_prod_roles_need_the_typed_name_and_save_the_state_first(tiers: Tiers, tmp_path: Path) -> None:
+    with sa_connection(tiers.target(Tier.PROD)) as conn, conn.begin():
+        upgrade(tiers.settings, conn, "head")
+    refused = roles(tiers.settings, "prod")
+    assert refused.code == 2 and not refused.ran
+    db = tiers.names[Tier.PROD]
+    done = roles(tiers.settings, "prod", confirm=db)
+    assert done.code == 0, done.text
+    assert list((tiers.settings.backups_dir / "roles").glob(f"prod-{db}-roles-*.sql"))
+    # the tools' read-only role reads every table, every row of the row-owned one too
+    assert tiers.prod.psql(db, "SELECT has_table_privilege('app', 'projects', 'SELECT')") == "t"
+    assert (
+        tiers.prod.psql(db, "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_reader_all_rows'")
+        == "{app}"
+    )
+    assert finding(check_roles(tiers.settings), Tier.PROD, "match the ownership matrix").ok
