@@ -317,3 +317,23 @@ def test_a_step_outside_a_transaction_inside_a_callers_transaction_is_one_line(a
     assert "a revision steps outside its transaction (autocommit_block), which this run cannot do" in result.text
     assert "AssertionError" not in result.text
     assert revision_of(tiers, Tier.INT) == "0001"
+
+
+def test_db_revision_and_the_pytest_plugins_template_build_through_autocommit_blocks(
+    app: Settings, tiers: Tiers, tmp_path: Path
+) -> None:
+    """Both build a scratch database from empty at head: the concurrent index and the enum value run there too."""
+    from dbguard.testing.plugin import _template
+
+    built = _template(app, "minimal")
+    template = next(built)
+    with template.db.connect(read_only=True) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
+        assert conn.execute(VALID_INDEX).fetchone() == (True,)
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (6,)
+    built.close()
+
+    env = state_values(tmp_path) | {t.url_variable: u for t, u in tiers.urls.items()}
+    proc = invoke_cli("db.revision", "-m", "nothing new", env=env, cwd=app.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [p.name for p in (app.migrations_dir / "versions").glob("*nothing_new*.py")]

@@ -28,8 +28,8 @@ def revision_task(ctx: TaskContext, message: str) -> int:
             f"write a revision '{message}'"
         )
         return 0
-    with ctx.target.scratch("revision") as scratch, scratch.sa_connection() as conn, conn.begin():
-        upgrade(ctx.settings, conn, "head")
+    with ctx.target.scratch("revision") as scratch, scratch.sa_connection() as conn:
+        upgrade(ctx.settings, conn, "head")  # Alembic's own transactions: a revision's autocommit block runs too
         cfg = alembic_config(ctx.settings)
         cfg.attributes["connection"] = conn
         script = command.revision(cfg, message=message, autogenerate=True)

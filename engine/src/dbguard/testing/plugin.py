@@ -81,10 +81,11 @@ def _template(settings: Settings, scenario: str | None) -> Iterator[Template]:
 
     server = authorize(settings, "test-databases", Tier.INT, target_for(settings, Tier.INT), UNATTENDED).target
     with server.scratch("tmpl" if scenario is None else "tmplseed") as made:
-        with made.sa_connection() as migrating, migrating.begin():
-            upgrade(settings, migrating, "head")
+        with made.sa_connection() as migrating:
+            upgrade(settings, migrating, "head")  # Alembic's own transactions: autocommit blocks run too
             if scenario is not None:
-                seed_database(raw(migrating), make_plan(settings.project, scenario))
+                with migrating.begin():
+                    seed_database(raw(migrating), make_plan(settings.project, scenario))
         with made.connect() as conn:
             write_stamp(conn, Tier.INT, made.dbname)
         yield Template(server, made)
