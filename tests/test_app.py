@@ -38,17 +38,18 @@ def test_the_minimal_seed_fills_every_table(seeded_session: Session) -> None:
         assert count == SCENARIOS["minimal"][model.__tablename__]
 
 
-def test_the_entry_point_reaches_its_database_through_the_guard(seeded_target: Target, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
+def test_the_entry_point_is_refused_on_a_database_without_its_roles(seeded_target: Target, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_DATABASE_URL", "_DATABASE_PASSWORD"))}
     env |= {
         "INT_DATABASE_URL": seeded_target.url(),
+        "INT_APP_DATABASE_PASSWORD": "app-tests-login-password",
         "APP_ENV": "prod",  # ignored: under pytest the app is forced to INT
         "AUDIT_LOG": str(tmp_path / "audit.jsonl"),
         "DB_TOOLS_ENV_FILE": "/dev/null",
         "NO_COLOR": "1",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "app", "summary", "--limit", "2"],
+        [sys.executable, "-m", "app", "summary", "--user", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -56,8 +57,8 @@ def test_the_entry_point_reaches_its_database_through_the_guard(seeded_target: T
         timeout=120,
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("[INT] ") and seeded_target.dbname in lines[0]
-    assert len(lines) == 3 and "open" in lines[1]
+    assert "invoke db.roles --env int" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
     assert '"task": "app-connect"' in (tmp_path / "audit.jsonl").read_text()
