@@ -60,5 +60,6 @@ def test_the_entry_point_is_refused_on_a_database_without_its_roles(seeded_targe
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("[INT] ") and seeded_target.dbname in lines[0]
-    assert "invoke db.roles --env int" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert "has no component roles applied yet" in proc.stderr and "-> invoke db.roles --env int" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
     assert '"task": "app-connect"' in (tmp_path / "audit.jsonl").read_text()
