@@ -46,6 +46,7 @@ SKELETON = (
 EXAMPLE = (
     "app/__main__.py",
     "app/models.py",
+    "app/worker.py",
     "seeds/comments.py",
     "seeds/projects.py",
     "seeds/scenarios.py",
@@ -53,7 +54,9 @@ EXAMPLE = (
     "seeds/users.py",
     "migrations/versions/0001_initial_schema.py",
     "migrations/versions/0002_user_contact_and_task_completion.py",
+    "migrations/versions/0003_notification_jobs.py",
     "tests/test_app.py",
+    "tests/test_components.py",
 )
 # Written for new apps only: (source in overrides/, destination in the app, kept when)
 OWN = (

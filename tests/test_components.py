@@ -32,6 +32,7 @@ from app.models import NotificationJob, Project, User
 from app.worker import Job, enqueue, work_batch
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = add_task.__module__.split(".")[0]  # the app's package: `python -m <package>`, `python -m <package>.worker`
 ROBOT = Caller(interactive=False, ci=True, agent=None, consent=None)
 # The login roles are server-wide and shared by every test run on this server: one password for all of them,
 # so parallel runs never change it under each other (the test servers trust local connections anyway).
@@ -259,31 +260,30 @@ def run_entry(module: str, parts: Components, *args: str) -> subprocess.Complete
 
 
 def test_one_entry_point_per_component(parts: Components) -> None:
+    ann, bob = str(parts.ann), str(parts.bob)
     added = run_entry(
-        "app",
+        PACKAGE,
         parts,
         "add-task",
         "--user",
-        str(parts.ann),
+        ann,
         "--project",
         str(parts.ann_project),
         "--title",
         "Prune",
         "--assignee",
-        str(parts.bob),
+        bob,
     )
     assert added.returncode == 0, added.stdout + added.stderr
-    other = run_entry(
-        "app", parts, "add-task", "--user", str(parts.ann), "--project", str(parts.bob_project), "--title", "X"
-    )
+    other = run_entry(PACKAGE, parts, "add-task", "--user", ann, "--project", str(parts.bob_project), "--title", "X")
     assert other.returncode == 1 and f"no project {parts.bob_project} of yours" in other.stderr
-    shown = run_entry("app", parts, "summary", "--user", str(parts.ann))
+    shown = run_entry(PACKAGE, parts, "summary", "--user", str(parts.ann))
     assert shown.returncode == 0, shown.stdout + shown.stderr
     lines = shown.stdout.splitlines()
     assert (
         lines[0].startswith("[INT] ") and len(lines) == 2 and lines[1].startswith("Garden") and "open    1" in lines[1]
     )
-    worked = run_entry("app.worker", parts, "--once")
+    worked = run_entry(f"{PACKAGE}.worker", parts, "--once")
     assert worked.returncode == 0, worked.stdout + worked.stderr
     assert "1 notification(s) sent" in worked.stdout and f"told user {parts.bob} about task" in worked.stdout
     assert "bob@example.com" not in worked.stdout  # the address is used, never printed
