@@ -8,6 +8,8 @@ import json
 import shutil
 import sqlite3
 import subprocess
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -309,6 +311,11 @@ def test_refusals_name_their_fix_and_touch_nothing(tiers: Tiers, int_target, tmp
     none = run(tiers.settings, "import-sqlite", "int", robot(), import_body(None))
     assert none.code == EXIT_REFUSED and "which SQLite file? --from is missing -> pass --from FILE.db" in none.stderr
 
+    other = make_sqlite(tmp_path / "other.db", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);", {})
+    unrelated = run(tiers.settings, "import-sqlite", "int", robot(), import_body(other))
+    assert unrelated.code == EXIT_REFUSED
+    assert "no table of other.db has a table of the same name in" in unrelated.stderr
+
     prod = run(tiers.settings, "import-sqlite", "prod", robot(agent="claude-code"), import_body(path))
     assert prod.code == EXIT_REFUSED and not prod.ran
     assert "automated agent (claude-code); it needs a human's consent" in prod.stderr
@@ -409,3 +416,49 @@ def test_prod_takes_the_typed_name_and_a_backup_first(tiers: Tiers, tmp_path: Pa
     backups = list((tmp_path / "backups").glob("*prod*.dump"))
     assert len(backups) == 1 and result.contexts[0].facts["backup"] == backups[0].name
     assert tiers.sql(Tier.PROD, "SELECT count(*) FROM tasks") == "4"
+
+
+@pytest.mark.parametrize(
+    ("base", "value", "expected"),
+    [
+        ("timestamptz", 1709289000000, datetime(2024, 3, 1, 10, 30, tzinfo=UTC)),  # epoch milliseconds
+        ("timestamptz", 1709289000.5, datetime(2024, 3, 1, 10, 30, 0, 500000, tzinfo=UTC)),  # REAL seconds
+        ("timestamptz", "1709289000", datetime(2024, 3, 1, 10, 30, tzinfo=UTC)),  # epoch as text
+        ("timestamptz", "2024-03-01T11:30:00+01:00", datetime(2024, 3, 1, 10, 30, tzinfo=UTC)),
+        ("timestamp", "2024-03-01T11:30:00+01:00", datetime(2024, 3, 1, 10, 30)),  # to UTC, then naive
+        ("timestamp", "Fri, 01 Mar 2024 10:30:00 GMT", datetime(2024, 3, 1, 10, 30)),
+        ("date", "2024/03/01", date(2024, 3, 1)),
+        ("bool", " Yes ", True),
+        ("bool", 0.0, False),
+        ("int8", "  -42 ", -42),
+        ("int4", 7.0, 7),
+        ("numeric", 0.1, Decimal("0.1")),  # the REAL's shortest text, not its binary expansion
+        ("text", 3.5, "3.5"),
+        ("bytea", "é", "é".encode()),
+    ],
+)
+def test_a_value_that_fits_means_what_it_meant_in_sqlite(base: str, value: object, expected: object) -> None:
+    from dbguard.transfer.sqlite_types import PgColumn, converter_for
+
+    assert converter_for(PgColumn("c", 0, base, base))(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("base", "typmod", "value", "reason"),
+    [
+        ("int2", -1, 40000, "integer 40000 out of range for smallint"),
+        ("int8", -1, 1.5, "real 1.5 in smallint column"),
+        ("text", -1, "a\x00b", "text 'a\\x00b' in smallint column (PostgreSQL text cannot hold a NUL character)"),
+        ("text", -1, b"\xff\xfe", "blob of 2 bytes in smallint column (not UTF-8 text)"),
+        ("jsonb", -1, "NaN", "text 'NaN' is not JSON"),
+        ("bool", -1, "maybe", "text 'maybe' in smallint column"),
+        ("numeric", (6 << 16 | 2) + 4, "9999.995", "text '9999.995' out of range for smallint"),
+        ("date", -1, 1709289000, "integer 1709289000 in smallint column (it has a time of day the date would drop)"),
+    ],
+)
+def test_a_value_that_does_not_fit_says_why(base: str, typmod: int, value: object, reason: str) -> None:
+    from dbguard.transfer.sqlite_types import Misfit, PgColumn, converter_for
+
+    with pytest.raises(Misfit) as caught:
+        converter_for(PgColumn("c", 0, base, "smallint", typmod))(value)
+    assert caught.value.reason == reason

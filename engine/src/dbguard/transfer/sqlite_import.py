@@ -539,14 +539,17 @@ def advance_sequences(conn: Connection, job: TableJob) -> None:
 
 
 # -- the task -------------------------------------------------------------------------------------------
-def _prepare(conn: Connection, ctx: TaskContext, plan: Plan) -> None:
-    """Refused unless the schema is at head and every table the file fills is empty."""
+def _at_head(conn: Connection, ctx: TaskContext) -> None:
     pending = pending_revisions(ctx.settings, current_revision(conn))
     if pending:
         raise Refused(
             f"the schema is not at head: pending revision(s) {', '.join(pending)}",
             f"invoke db.migrate --env {ctx.tier.value}",
         )
+
+
+def _empty(conn: Connection, ctx: TaskContext, plan: Plan) -> None:
+    """Refused unless every table the file fills is empty: the file's ids are kept as they are."""
     filled = [
         job.target.qualified
         for job in plan.jobs
@@ -607,13 +610,14 @@ def import_sqlite_task(ctx: TaskContext, *, from_: str | None, skip_bad: bool) -
     with closing(open_sqlite(path)) as source:
         sqlite_tables = read_sqlite_tables(source)
         with ctx.target.connect(read_only=True) as reading:
+            _at_head(reading, ctx)
             plan = make_plan(sqlite_tables, read_pg_tables(reading))
             if not plan.jobs:
                 raise Refused(
                     f"no table of {path.name} has a table of the same name in '{ctx.target.dbname}'",
-                    f"migrate the schema to head first: invoke db.migrate --env {ctx.tier.value}",
+                    "check the file is the app's own (its tables are named like the models' tables)",
                 )
-            _prepare(reading, ctx, plan)
+            _empty(reading, ctx, plan)
         ctx.facts.update({"file": path.name, "tables": len(plan.jobs), "skip_bad": skip_bad})
         show_plan(out, path, plan)
         if ctx.dry_run:
