@@ -31,22 +31,31 @@ def roles(settings: Settings, env: str = "stg", **kwargs: object):  # type: igno
     return run(settings, "roles", env, robot(), roles_task, **kwargs)
 
 
+ACL = (
+    "CREATE OR REPLACE FUNCTION pg_temp.sorted_acl(aclitem[]) RETURNS text LANGUAGE sql AS "
+    "$$ SELECT coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest($1) a), '-') $$; "
+)
+
+
 def grants(tiers: Tiers, tier: Tier) -> str:
-    """Every owner, ACL, row-level security flag and policy of the app's tables, and the database's ACL."""
+    """Every owner, ACL (its entries in order), row-level security flag and policy of the app's tables, and the
+    database's ACL."""
     return tiers.sql(
         tier,
-        """SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
-             SELECT c.relname || ' owner=' || pg_get_userbyid(c.relowner) || ' acl=' || coalesce(c.relacl::text, '-')
+        ACL
+        + """SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
+             SELECT c.relname || ' owner=' || pg_get_userbyid(c.relowner) || ' acl=' || pg_temp.sorted_acl(c.relacl)
                     || ' rls=' || c.relrowsecurity::text || c.relforcerowsecurity::text AS x
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S')
              UNION ALL SELECT 'policy ' || tablename || ' ' || policyname || ' ' || roles::text || ' ' || qual
                FROM pg_policies
              UNION ALL SELECT 'schema public owner=' || pg_get_userbyid(nspowner)
-                    || ' acl=' || coalesce(nspacl::text, '-') FROM pg_namespace WHERE nspname = 'public'
-             UNION ALL SELECT 'database acl=' || coalesce(datacl::text, '-') FROM pg_database
+                    || ' acl=' || pg_temp.sorted_acl(nspacl) FROM pg_namespace WHERE nspname = 'public'
+             UNION ALL SELECT 'database acl=' || pg_temp.sorted_acl(datacl) FROM pg_database
               WHERE datname = current_database()
-             UNION ALL SELECT 'default ' || defaclobjtype::text || ' ' || defaclacl::text FROM pg_default_acl) s""",
+             UNION ALL SELECT 'default ' || defaclobjtype::text || ' ' || pg_temp.sorted_acl(defaclacl)
+               FROM pg_default_acl) s""",
     )
 
 

@@ -28,6 +28,7 @@ from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
 from dbguard.reports.status import human_size
+from dbguard.roles.apply import carry_roles_into
 
 RESTORE_PURPOSES = ("restore", "old")
 
@@ -125,6 +126,7 @@ def restore_task(ctx: TaskContext, spec: str, *, allow_prod_data: bool = False) 
                     before = take_backup(settings, target, out, reason=f"before restore of {backup.path.name}")
                     ctx.facts["backup"] = before.path.name
                 rows, revision = _restore_checked(ctx, backup, listing, scratch)
+            carry_roles_into(settings, tier, target, scratch, out)  # the ownership matrix's grants (dbguard.roles)
             failpoint("restore:before-swap")
             target.swap_in(scratch, keep_old_as=None, wait_seconds=float(settings.get("SWAP_WAIT_SECONDS")), out=out)
     ctx.facts["revision"] = revision

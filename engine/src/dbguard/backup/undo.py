@@ -30,6 +30,7 @@ from dbguard.failpoints import failpoint
 from dbguard.guard.locks import exclusive
 from dbguard.guard.stamp import read_stamp
 from dbguard.guard.tiers import Tier
+from dbguard.roles.apply import carry_roles_into
 
 if TYPE_CHECKING:
     from dbguard.cli.runner import TaskContext
@@ -92,6 +93,7 @@ class Aside:
 
     def swap(self, into: Cleared, *, note: str, failpoint_name: str = "") -> None:
         """Release the lock (a database cannot be renamed under a session), then swap `into` in."""
+        carry_roles_into(self.ctx.settings, self.ctx.tier, self.ctx.target, into, self.ctx.out)
         self._dropped()
         self.locked.close()
         if failpoint_name:

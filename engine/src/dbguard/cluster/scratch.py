@@ -228,6 +228,8 @@ def swap_in(
             renames.append((keep_old_as, _older_name(conn, live, kept)))
         else:
             drop_database(conn, keep_old_as)  # the copy kept by the previous swap makes room for this one
+    if exists:
+        copy_database_grants(conn, live, replacement)
     renames += ([(live, old)] if exists else []) + [(replacement, live)]
     comments: dict[str, str | None] = {old: undo_note(note)} if keep_old_as and exists else {}
     rename_atomically(conn, renames, wait_seconds=wait_seconds, out=out, comments=comments)
@@ -236,6 +238,27 @@ def swap_in(
     if keep_old_as:
         drop_undo_points(conn, live, max(keep, 1), out)
     return old
+
+
+def copy_database_grants(conn: Connection, live: str, replacement: str) -> None:
+    """Give `replacement` the database-level grants of `live` (CONNECT, CREATE, TEMPORARY, by grantee, the
+    owner's aside), so clients and roles that could connect to the live database still can once it is swapped."""
+    row = conn.execute("SELECT datacl IS NULL FROM pg_database WHERE datname = %s", (live,)).fetchone()
+    if row is None or row[0]:
+        return  # the defaults, which a new database has too
+    grants = conn.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+        "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s AND a.grantee <> d.datdba",
+        (live,),
+    ).fetchall()
+    name = sql.Identifier(replacement)
+    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(name))
+    for grantee, privilege, grantable in grants:
+        conn.execute(
+            sql.SQL("GRANT {} ON DATABASE {} TO {}" + (" WITH GRANT OPTION" if grantable else "")).format(
+                sql.SQL(privilege), name, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC")
+            )
+        )
 
 
 def drop_undo_points(conn: Connection, live: str, keep: int, out: Output | None) -> list[str]:

@@ -75,8 +75,10 @@ from dbguard.migrations.history import (
     script_directory,
 )
 from dbguard.migrations.schema import downgrade, error_line, raw, upgrade
+from dbguard.ownership import missing as ownership_missing
 from dbguard.pii import pii_of
 from dbguard.refresh.rules import check_coverage, live_schema, load_policy
+from dbguard.roles.apply import carry_roles_into
 from dbguard.seeding.runner import make_plan, seed_database
 from dbguard.settings import Settings
 
@@ -279,6 +281,13 @@ def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder, server
             not missing,
             "all classified" if not missing else "unclassified: " + ", ".join(missing),
         )
+        unowned = ownership_missing(settings.project.metadata)  # dbguard.ownership: who writes, who reads
+        ladder.add(
+            rung,
+            "every table has an ownership entry",
+            not unowned,
+            "all declared" if not unowned else "no entry: " + ", ".join(unowned) + " (owned(...) in the models)",
+        )
 
 
 def _ignored(diff: Any) -> bool:
@@ -308,6 +317,7 @@ def _clone(settings: Settings, source: Cleared, into: Cleared) -> None:
         archive = tmp / "clone.dump"
         source.run_tool(bindir, "pg_dump", ["--format=custom", f"--file={archive}"])
         restore_archive(bindir, archive, into, len(list_archive(bindir, archive).data_tables), None)
+    carry_roles_into(settings, source.tier, source, into, None)  # STG's grants and policies, as db.roles made them
 
 
 def _climb(

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from dbguard.guard.connect import Connection
+from dbguard.roles.names import roles_policy
 
 _ENTRY = re.compile(r"^(?P<id>\d+); (?P<catalog>\d+) (?P<oid>\d+) (?P<what>.*)$")
 PG_CLASS, PG_CONSTRAINT = 1259, 2606
@@ -33,6 +34,8 @@ def plan_post_data(conn: Connection, lines: tuple[str, ...]) -> list[Step]:
     """Steps for the post-data `lines` (pg_restore --list), from PROD's catalog (`conn`: the snapshot)."""
     entries = []
     for line in lines:
+        if roles_policy(line):  # db.roles makes these from the matrix, for the roles of STG's own server
+            continue
         match = _ENTRY.match(line)
         entries.append((line, int(match["catalog"]), int(match["oid"]), match["id"]) if match else (line, 0, 0, ""))
     constraint_oids = [oid for _, catalog, oid, _ in entries if catalog == PG_CONSTRAINT]

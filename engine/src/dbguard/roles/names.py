@@ -17,6 +17,16 @@ OWN_ROWS = "dbguard_own_rows"
 READER_ROWS = "dbguard_reader_all_rows"
 
 
+def roles_policy(listing_line: str) -> bool:
+    """Whether a `pg_restore --list` line is one of db.roles' policies or its comment
+    (`... POLICY schema table dbguard_... owner`, `... COMMENT schema POLICY dbguard_... ON table owner`)."""
+    parts = listing_line.split()
+    if "POLICY" not in parts:
+        return False
+    after = parts.index("POLICY") + 1
+    return any(p.startswith(POLICY_PREFIX) for p in parts[after : after + 3])
+
+
 def identifier(text: str) -> str:
     """`text` as a lower-case SQL identifier part: other characters become `_`."""
     return re.sub(r"[^a-z0-9_]", "_", text.lower()) or "app"
