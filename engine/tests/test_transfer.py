@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import tarfile
 from pathlib import Path
@@ -173,3 +174,164 @@ def test_round_trip_stg_to_int_under_a_new_key(stg_and_int: Tiers, tmp_path: Pat
     assert again.returncode == 0, again.stdout + again.stderr
     assert "(nothing changed)" in again.stdout
     assert snapshot(tiers, Tier.INT) == int_after
+
+
+def texts_of(path: Path) -> bytes:
+    with tarfile.open(path) as tar:
+        return b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())  # type: ignore[union-attr]
+
+
+def test_from_prod_no_real_person_leaves_and_coworkers_match_a_refreshed_stg(tiers: Tiers, tmp_path: Path) -> None:
+    fill(tiers, Tier.PROD, seed_value=41)
+    env = env_for(tiers, tmp_path)
+    _, email = busiest_user(tiers, Tier.PROD)
+    out = tmp_path / "prod-user.tar"
+    proc = invoke_cli("db.export-user", "--env", "prod", "--user", email, "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sanitized with refresh-staging's policy" in proc.stdout
+    data = texts_of(out)
+    people = tiers.sql(
+        Tier.PROD, "SELECT string_agg(email || chr(10) || full_name || chr(10) || phone, chr(10)) FROM users"
+    )
+    real = {p for p in people.splitlines() if p}
+    assert real and not [
+        p for p in real if p.encode() in data
+    ]  # nobody's email, name or phone, the user's own included
+    with tarfile.open(out) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert (
+        manifest["sanitized"] == "yes"
+        and manifest["user"] != email
+        and manifest["user"].endswith(".org") | (manifest["user"].endswith(".com") | manifest["user"].endswith(".net"))
+    )
+
+    # the raw export is a human's decision at a terminal: a script is refused, and no file is written
+    raw = tmp_path / "raw.tar"
+    refused = invoke_cli("db.export-user", "--env", "prod", "--user", email, "--out", str(raw), "--raw", env=env)
+    assert refused.returncode == 2 and "interactive terminal" in refused.stdout + refused.stderr
+    assert not raw.exists()
+
+    # STG refreshed from PROD holds the same fakes (same policy, same salt): the co-workers in the file are
+    # matched there by their natural key (the fake email), not copied again; the user comes in under a new key
+    assert invoke_cli("db.refresh-staging", env=env).returncode == 0
+    stg_users = int(tiers.sql(Tier.STG, "SELECT count(*) FROM users"))
+    same = invoke_cli("db.import-user", "--env", "stg", "--from", str(out), env=env)
+    assert same.returncode == 2 and "already has a user" in same.stderr and "--as" in same.stderr
+    assert "backup" not in same.stdout  # refused before the backup
+    imported = invoke_cli("db.import-user", "--env", "stg", "--from", str(out), "--as", "support@example.com", env=env)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert (
+        len(list((tmp_path / "backups").glob("stg-*.dump"))) == 1 and "backup" in imported.stdout
+    )  # STG backed up first
+    coworkers = sum(1 for t in manifest["tables"] if t["name"] == "public.users" for _ in range(t["reference"]["rows"]))
+    assert int(tiers.sql(Tier.STG, "SELECT count(*) FROM users")) == stg_users + 1  # only the user is new
+    assert coworkers > 0 and re.search(
+        rf"public\.users\s+│\s+{coworkers + 1}\s+│\s+0\s+│\s+{coworkers}\s", imported.stdout
+    )
+
+
+def test_refusals_revision_and_an_agent_on_prod(stg_and_int: Tiers, tmp_path: Path) -> None:
+    from dbguard.migrations.schema import downgrade, sa_connection
+
+    tiers = stg_and_int
+    env = env_for(tiers, tmp_path)
+    _, email = busiest_user(tiers, Tier.STG)
+    out = tmp_path / "user.tar"
+    assert invoke_cli("db.export-user", "--env", "stg", "--user", email, "--out", str(out), env=env).returncode == 0
+
+    with sa_connection(tiers.target(Tier.INT)) as conn, conn.begin():
+        downgrade(tiers.settings, conn, "0001")
+    before = tiers.sql(Tier.INT, "SELECT count(*) FROM users") + tiers.sql(Tier.INT, "SELECT count(*) FROM tasks")
+    behind = invoke_cli("db.import-user", "--env", "int", "--from", str(out), "--as", "x@example.com", env=env)
+    assert behind.returncode == 2
+    assert "is at 0001" in behind.stderr and "invoke db.migrate --env int" in behind.stderr
+    assert (
+        tiers.sql(Tier.INT, "SELECT count(*) FROM users") + tiers.sql(Tier.INT, "SELECT count(*) FROM tasks") == before
+    )
+
+    fill(tiers, Tier.PROD, seed_value=41)
+    prod_before = snapshot(tiers, Tier.PROD)
+    agent = invoke_cli(
+        "db.import-user",
+        "--env",
+        "prod",
+        "--from",
+        str(out),
+        "--confirm",
+        tiers.names[Tier.PROD],
+        env=env | {"CLAUDECODE": "1"},
+    )
+    assert agent.returncode == 2 and "automated agent" in agent.stdout + agent.stderr
+    assert snapshot(tiers, Tier.PROD) == prod_before
+    assert not list((tmp_path / "backups").glob("prod-*"))  # refused before the backup: nothing was started
+
+    # a corrupted file is refused before anything is opened for writing
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(out.read_bytes().replace(b"Task ", b"Tusk ", 1))
+    broken = invoke_cli("db.import-user", "--env", "stg", "--from", str(bad), "--as", "y@example.com", env=env)
+    assert broken.returncode == 2 and "does not match its sha256" in broken.stderr
+
+
+def test_rows_that_break_a_constraint_are_reported_per_table_and_nothing_is_written(
+    stg_and_int: Tiers, tmp_path: Path
+) -> None:
+    tiers = stg_and_int
+    env = env_for(tiers, tmp_path)
+    _, email = busiest_user(tiers, Tier.STG)
+    out = tmp_path / "user.tar"
+    assert invoke_cli("db.export-user", "--env", "stg", "--user", email, "--out", str(out), env=env).returncode == 0
+    # INT demands what STG does not: a task title unique, and one of the file's titles is there already
+    title = tiers.sql(
+        Tier.STG,
+        f"SELECT min(title) FROM tasks t JOIN projects p ON p.id = t.project_id "
+        f"JOIN users u ON u.id = p.owner_id WHERE u.email = '{email}'",
+    )
+    tiers.sql(
+        Tier.INT,
+        f"UPDATE tasks SET title = 'int ' || id; UPDATE tasks SET title = '{title}' WHERE id = 1; "
+        "CREATE UNIQUE INDEX only_one_title ON tasks (title)",
+    )
+    before = snapshot(tiers, Tier.INT)
+    plan = invoke_cli(
+        "db.import-user", "--env", "int", "--from", str(out), "--as", "z@example.com", "--dry-run", env=env
+    )
+    assert plan.returncode == 0 and "import plan" in plan.stdout
+    proc = invoke_cli("db.import-user", "--env", "int", "--from", str(out), "--as", "z@example.com", env=env)
+    assert proc.returncode == 1
+    assert re.search(r"public\.tasks\s+│\s+1 row\(s\) would break only_one_title", proc.stdout), proc.stdout
+    assert "nothing was imported" in proc.stderr
+    assert snapshot(tiers, Tier.INT) == before
+    assert tiers.sql(Tier.INT, "SELECT to_regclass('dbguard.transfer_keys') IS NULL") == "t"
+
+
+def test_a_user_in_a_foreign_key_cycle(stg_and_int: Tiers, tmp_path: Path) -> None:
+    """users.favorite_task_id -> tasks -> projects -> users, and tasks.parent_id -> tasks: both set after the rows."""
+    tiers = stg_and_int
+    cycle = (
+        "ALTER TABLE users ADD COLUMN favorite_task_id bigint REFERENCES tasks (id); "
+        "ALTER TABLE tasks ADD COLUMN parent_id bigint REFERENCES tasks (id)"
+    )
+    for tier in (Tier.STG, Tier.INT):
+        tiers.sql(tier, cycle)
+    tiers.sql(
+        Tier.STG,
+        "UPDATE users u SET favorite_task_id = (SELECT max(t.id) FROM tasks t JOIN projects p ON p.id = t.project_id "
+        "WHERE p.owner_id <> u.id); UPDATE tasks t SET parent_id = t.id - 1 WHERE t.id % 4 <> 1",
+    )
+    env = env_for(tiers, tmp_path)
+    uid, email = busiest_user(tiers, Tier.STG)
+    out = tmp_path / "user.tar"
+    assert invoke_cli("db.export-user", "--env", "stg", "--user", email, "--out", str(out), env=env).returncode == 0
+    proc = invoke_cli("db.import-user", "--env", "int", "--from", str(out), "--as", "cycle@example.com", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    keys = memory(tiers.urls[Tier.INT], "cycle@example.com")
+    for table, column, parent in (("users", "favorite_task_id", "tasks"), ("tasks", "parent_id", "tasks")):
+        source = rows_by_id(tiers.urls[Tier.STG], table)
+        target = rows_by_id(tiers.urls[Tier.INT], table)
+        pointing = 0
+        for source_id, target_id in keys[table].items():
+            value = source[source_id][column]
+            assert target[target_id][column] == (None if value is None else int(keys[parent][str(value)]))
+            pointing += value is not None
+        assert pointing > 0
+    assert keys["users"][str(uid)] in {str(i) for i in rows_by_id(tiers.urls[Tier.INT], "users")}

@@ -264,12 +264,26 @@ class Import:
                 continue
             key = (row.new[at],)
             if self.lookup(info, (self.users.key,), [key]):
-                value = decode_field(row.new[at])
-                raise Refused(
-                    f"{info.name} already has a user with {self.users.key} = {value!r}, not brought in by an "
-                    "earlier import of this user",
-                    f"import them as a new user: --as NEW{self.users.key.upper()}",
-                )
+                raise self.taken(str(decode_field(row.new[at])))
+
+    def taken(self, value: str) -> Refused:
+        return Refused(
+            f"{self.users.table} already has a user with {self.users.key} = {value!r}, not brought in by an "
+            "earlier import of this user; nothing was imported",
+            f"import them as a new user: --as NEW{self.users.key.upper()}",
+        )
+
+    def preflight(self) -> None:
+        """Before any backup or lock: the user is not someone else already there (the revision is checked too)."""
+        info = self.graph.table(self.users.table)
+        key = (
+            encode_field(self.new_key)
+            if self.new_key is not None
+            else self.file.tables[info.name].rows["owned"][0].split(b"\t")[info.index(self.users.key)]
+        )
+        if self.memory.of(info.name) or not self.lookup(info, (self.users.key,), [(key,)]):
+            return
+        raise self.taken(str(decode_field(key)))
 
     def make_keys(self, info: TableInfo, rows: list[Pending], counts: Counts) -> None:
         """Own keys where free; new ones (sequence or uuid) where they would collide."""
@@ -455,6 +469,8 @@ def import_task(ctx: TaskContext, *, from_: str, as_: str | None) -> int:
         steps = ["back up the target"] if ctx.clearance.rule.backup_first else []
         ctx.out.plan(", then ".join([*steps, "insert these rows in one transaction"]))
         return 0
+    with ctx.target.connect(read_only=True) as conn:
+        prepare(ctx, conn, file, path, users, as_, user_key, writing=False).preflight()
     with exclusive(ctx.target, "import a user"):
         if ctx.clearance.rule.backup_first:
             backup = take_backup(ctx.settings, ctx.target, ctx.out, reason="before import-user")
@@ -488,6 +504,28 @@ def plan_import(
     *,
     writing: bool,
 ) -> tuple[Import, list[str]]:
+    run = prepare(ctx, conn, file, path, users, as_, user_key, writing=writing)
+    order, deferred = run.order()
+    for name in order:
+        run.place(name, deferred)
+    run.set_deferred()
+    if not run.failures:
+        run.move_sequences()
+    return run, order
+
+
+def prepare(
+    ctx: TaskContext,
+    conn: Connection,
+    file: ExportFile,
+    path: Path,
+    users: UserTable,
+    as_: str | None,
+    user_key: str,
+    *,
+    writing: bool,
+) -> Import:
+    """The session set, the revision and the tables checked, the tables locked for a write, the memory read."""
     for statement in SESSION:
         conn.execute(statement)
     check_revision(ctx, conn, file, path)
@@ -498,14 +536,7 @@ def plan_import(
         names = sql.SQL(", ").join(sql.Identifier(*n.split(".", 1)) for n in sorted(file.tables))
         conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(names))
     memory = KeyMemory.load(conn, str(file.manifest["origin"]), user_key)
-    run = Import(conn, graph, file, users, as_, memory, writing)
-    order, deferred = run.order()
-    for name in order:
-        run.place(name, deferred)
-    run.set_deferred()
-    if not run.failures:
-        run.move_sequences()
-    return run, order
+    return Import(conn, graph, file, users, as_, memory, writing)
 
 
 def report_failures(ctx: TaskContext, run: Import) -> None:
