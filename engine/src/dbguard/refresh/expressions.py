@@ -26,7 +26,7 @@ from faker import Faker
 from psycopg import sql
 
 from dbguard.guard.masking import remember_secret
-from dbguard.refresh.rules import LiveTable, MaskRule
+from dbguard.refresh.rules import LiveColumn, LiveTable, MaskRule
 from dbguard.refresh.safe_sql import render
 from dbguard.settings import Settings
 
@@ -154,13 +154,80 @@ def _bytes(h: str, offset: int) -> str:
     return f"(get_byte({h}, {offset}) * 65536 + get_byte({h}, {offset + 1}) * 256 + get_byte({h}, {offset + 2}))"
 
 
-def fake(kind: str, column: str, h: str) -> str:
-    """The fake for one value of `column`, from the hash expression `h` (bytea; bigint for free text)."""
+SUFFIX = 10  # hex characters of the keyed hash that keep email and username fakes apart (40 bits)
+DOMAIN_ROOM = 12  # '@' and the longest domain
+SHORTEST_NAME = 3  # the fewest characters of the name part a length limit may leave
+
+
+def _names() -> int:
+    words = word_lists()
+    return max(map(len, words.first)) + 1 + max(map(len, words.last))
+
+
+def longest(kind: str) -> int:
+    """The longest value an email or username fake takes when no column length cuts its name part."""
+    return _names() + 1 + SUFFIX + (DOMAIN_ROOM if kind == "email" else 0)
+
+
+def shortest_room(kind: str) -> int:
+    """The fewest characters a column must hold for an email or username fake to keep its suffix whole."""
+    return SHORTEST_NAME + 1 + SUFFIX + (DOMAIN_ROOM if kind == "email" else 0)
+
+
+def _cut(name_part: str, kind: str, room: int | None) -> str:
+    """The name part, cut so that the whole fake fits `room` characters: the hash suffix is never cut."""
+    if room is None or room >= longest(kind):
+        return name_part
+    return f"left({name_part}, {_names() - (longest(kind) - room)})"
+
+
+def secret(value: str, h: str, base_type: str) -> str:
+    """A made-up secret in place of `value`, from the hash `h` (of the row's key, never of the value): as long
+    as the value and from the same alphabet (digits, hex, letters and digits, base64url, else base64); a
+    uuid for a uuid, as many bytes for bytes."""
+    pool = "(" + " || ".join(f"sha256({h} || '\\x0{i}'::bytea)" for i in range(1, 5)) + ")"  # 128 bytes
+    hexed = f"encode({pool}, 'hex')"
+    if base_type == "uuid":
+        return f"encode(substring({pool} FROM 1 FOR 16), 'hex')::uuid"
+    if base_type == "bytea":
+        size = f"octet_length({value})"
+        return f"decode(left(repeat({hexed}, 1 + {size} / 128), 2 * {size}), 'hex')"
+    text = f"({value})::text"
+    size = f"char_length({text})"
+    b64 = f"translate(encode(substring({pool} FROM 1 FOR 126), 'base64'), E'\\n', '')"  # 168 characters
+
+    def fill(alphabet: str, length: int) -> str:
+        return f"left(repeat({alphabet}, 1 + {size} / {length}), {size})"
+
+    branches = [
+        ("^[0-9]+$", fill(f"translate({hexed}, 'abcdef', '012345')", 256)),
+        ("^[0-9a-f]+$", fill(hexed, 256)),
+        ("^[0-9A-F]+$", f"upper({fill(hexed, 256)})"),
+        ("^[A-Za-z0-9]+$", fill(f"translate({b64}, '+/', 'xQ')", 168)),
+        ("^[A-Za-z0-9_-]+$", fill(f"translate({b64}, '+/', '-_')", 168)),
+    ]
+    cases = " ".join(f"WHEN {text} ~ '{pattern}' THEN {made}" for pattern, made in branches)
+    return f"CASE {cases} ELSE {fill(b64, 168)} END"
+
+
+def fake(kind: str, column: str, h: str, room: int | None = None, base_type: str = "text") -> str:
+    """The fake for one value of `column`, from the hash expression `h` (bytea; bigint for free text).
+
+    `room`: the column's length limit (varchar(n)), which email and username fakes fit by shortening their
+    name part, never their hash suffix; `base_type`: the column's type, for a secret."""
     if kind == "email":
+        name_part = f"{pick('first', _bytes(h, 0))} || '.' || {pick('last', _bytes(h, 3))}"
         return (
-            f"lower({pick('first', _bytes(h, 0))} || '.' || {pick('last', _bytes(h, 3))} || '.' || "
-            f"substr(encode({h}, 'hex'), 17, 10)) || '@' || {pick('domain', _bytes(h, 6))}"
+            f"lower({_cut(name_part, kind, room)} || '.' || substr(encode({h}, 'hex'), 17, {SUFFIX})) || '@' || "
+            f"{pick('domain', _bytes(h, 6))}"
         )
+    if kind == "username":
+        name_part = (
+            f"translate(lower({pick('first', _bytes(h, 0))} || '_' || {pick('last', _bytes(h, 3))}), '''- ', '')"
+        )
+        return f"{_cut(name_part, kind, room)} || '_' || substr(encode({h}, 'hex'), 17, {SUFFIX})"
+    if kind == "secret":
+        return secret(column, h, base_type)
     if kind == "name":
         return f"{pick('first', _bytes(h, 0))} || ' ' || {pick('last', _bytes(h, 3))}"
     if kind == "phone":
@@ -188,6 +255,28 @@ def free_text_values() -> tuple[str, ...]:
     return words.sentence + words.paragraph
 
 
+def row_key(table: LiveTable, rules: dict[str, MaskRule]) -> sql.Composable:
+    """What a secret is derived from: the row's primary key, else every column that is not itself a secret."""
+    names = table.key or tuple(c.name for c in table.columns if rules[c.name].kind != "secret")
+    return sql.SQL("ROW({})::text").format(
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in names) if names else sql.SQL("0")
+    )
+
+
+def hash_input(rule: MaskRule, table: LiveTable, column: LiveColumn, rules: dict[str, MaskRule]) -> sql.Composable:
+    """The text a generated fake is drawn from (keyed-hashed inside PROD)."""
+    col = sql.SQL("t.{}::text").format(sql.Identifier(column.name))
+    if rule.kind == "email":  # one person's email spelled two ways gets one name, two suffixes
+        return sql.SQL("CASE WHEN {c} = lower(trim({c})) THEN {c} ELSE lower(trim({c})) || E'\\n' || {c} END").format(
+            c=col
+        )
+    if rule.kind == "secret":  # never the secret itself: nothing about it can be guessed from the fake
+        return sql.SQL("{} || {}").format(
+            sql.Literal(f"secret:{table.qualified}.{column.name}:"), row_key(table, rules)
+        )
+    return col
+
+
 def sanitized_select(table: LiveTable, rules: dict[str, MaskRule]) -> sql.Composed:
     """SELECT every column of `table`, each through its rule, cast back to the column's own type."""
     outputs: list[sql.Composable] = []
@@ -197,24 +286,25 @@ def sanitized_select(table: LiveTable, rules: dict[str, MaskRule]) -> sql.Compos
         col = sql.SQL("t.{}").format(sql.Identifier(column.name))
         cast = sql.SQL(column.type_name)
         if rule.kind == "keep":
-            outputs.append(col)
+            output: sql.Composable = col
         elif rule.kind == "null":
-            outputs.append(sql.SQL("NULL::{}").format(cast))
+            output = sql.SQL("NULL::{}").format(cast)
         elif rule.kind == "fixed":
             fixed = sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {}::{} END")
-            outputs.append(fixed.format(col, sql.Literal(rule.argument), cast))
+            output = fixed.format(col, sql.Literal(rule.argument), cast)
         elif rule.kind == "sql":
             assert rule.expression is not None  # parsed when the policy was read
-            outputs.append(sql.SQL("({})::{}").format(render(rule.expression), cast))
+            output = sql.SQL("({})::{}").format(render(rule.expression), cast)
         elif rule.kind == "free_text":  # cheap enough to compute where it is used
             h = sql.SQL("hashtextextended({}::text, {})").format(col, TEXT_SEED).as_string(None)
             made = fake("free_text", col.as_string(None), h)
-            outputs.append(sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(made), cast))
+            output = sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(made), cast)
         else:
-            as_text = "lower(trim({}::text))" if rule.kind == "email" else "{}::text"
-            hashes.append(sql.SQL("{} AS {}").format(keyed_hash(sql.SQL(as_text).format(col)), sql.Identifier(f"h{i}")))
-            made = fake(rule.kind, col.as_string(None), f"k.h{i}")
-            outputs.append(sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(made), cast))
+            hashed = keyed_hash(hash_input(rule, table, column, rules))
+            hashes.append(sql.SQL("{} AS {}").format(hashed, sql.Identifier(f"h{i}")))
+            made = fake(rule.kind, col.as_string(None), f"k.h{i}", column.max_length, column.base_type)
+            output = sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE ({})::{} END").format(col, sql.SQL(made), cast)
+        outputs.append(sql.SQL("{} AS {}").format(output, sql.Identifier(column.name)))
     # OFFSET 0 keeps the planner from inlining the hashes into every use: each is computed once per row
     lateral = (
         sql.SQL(" CROSS JOIN LATERAL (SELECT {} OFFSET 0) k").format(sql.SQL(", ").join(hashes))

@@ -28,7 +28,20 @@ from dbguard.pii import PII, pii_of
 from dbguard.refresh.safe_sql import Node, RuleSyntaxError, parse_expression
 from dbguard.settings import Settings
 
-RULE_KINDS = ("email", "name", "phone", "address", "free_text", "ip", "null", "fixed", "keep", "sql")
+RULE_KINDS = (
+    "email",
+    "name",
+    "username",
+    "phone",
+    "address",
+    "free_text",
+    "ip",
+    "secret",
+    "null",
+    "fixed",
+    "keep",
+    "sql",
+)
 FROM_PII = {
     PII.NONE: "keep",
     PII.EMAIL: "email",
@@ -38,8 +51,12 @@ FROM_PII = {
     PII.FREE_TEXT: "free_text",
     PII.IP: "ip",
     PII.PERSONAL_JSON: "fixed:{}",
-    PII.SECRET: "null",
+    PII.SECRET: "secret",  # a made-up token per row: NULL stays NULL, the value itself is never read
 }
+# Rules whose fakes stay distinct when their sources are: a keyed hash of the exact value (email, username)
+# or of the row's key (secret), with enough bits that a million rows do not coincide; the copy's check
+# redraws any that still do (constraints.py) before the unique index is built.
+UNIQUE_KINDS = {"keep", "email", "username", "secret", "sql"}
 # pg_type.typcategory values whose columns may be copied as they are without a declared rule:
 # booleans, numbers, dates and times, time spans, enums; plus uuid (keys).
 SAFE_CATEGORIES = {"B", "N", "D", "T", "E"}
@@ -127,6 +144,24 @@ class LiveColumn:
     type_name: str  # format_type(): what the copy casts each expression back to
     category: str
     base_type: str
+    not_null: bool = False
+    max_length: int | None = None  # varchar(n) / char(n): n characters; None when unbounded
+
+
+@dataclass(frozen=True)
+class LiveConstraint:
+    """A constraint of PROD's live schema that a rule could break: a unique index (primary keys and UNIQUE
+    constraints included), a CHECK, or a foreign key."""
+
+    kind: str  # unique, check, fk
+    name: str
+    columns: tuple[str, ...]  # the table's columns it reads
+    definition: str = ""  # unique: the key expressions, comma-separated; check: the expression
+    predicate: str = ""  # a partial unique index's WHERE
+    nulls_distinct: bool = True
+    references: str = ""  # fk: the referenced schema.table
+    referenced_columns: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()  # unique: each key expression (a column's name, or an expression over columns)
 
 
 @dataclass(frozen=True)
@@ -134,10 +169,15 @@ class LiveTable:
     schema: str
     name: str
     columns: tuple[LiveColumn, ...]
+    key: tuple[str, ...] = ()  # the primary key's columns (a secret is derived from them)
+    constraints: tuple[LiveConstraint, ...] = ()
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> LiveColumn | None:
+        return next((c for c in self.columns if c.name == name), None)
 
 
 def live_schema(conn: Connection, schemas: tuple[str, ...] = ("public",)) -> list[LiveTable]:
@@ -145,7 +185,9 @@ def live_schema(conn: Connection, schemas: tuple[str, ...] = ("public",)) -> lis
     rows = conn.execute(
         """
         SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory,
-               coalesce(bt.typname, t.typname)
+               coalesce(bt.typname, t.typname), a.attnotnull,
+               CASE WHEN coalesce(bt.typname, t.typname) IN ('varchar', 'bpchar') AND a.atttypmod > 4
+                    THEN a.atttypmod - 4 END
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -158,11 +200,93 @@ def live_schema(conn: Connection, schemas: tuple[str, ...] = ("public",)) -> lis
         (list(schemas),),
     ).fetchall()
     tables: dict[tuple[str, str], list[LiveColumn]] = {}
-    for schema, table, column, type_name, category, base in rows:
+    for schema, table, column, type_name, category, base, not_null, length in rows:
         tables.setdefault((str(schema), str(table)), []).append(
-            LiveColumn(str(column), str(type_name), str(category), str(base))
+            LiveColumn(str(column), str(type_name), str(category), str(base), bool(not_null), length)
         )
-    return [LiveTable(s, t, tuple(cols)) for (s, t), cols in tables.items()]
+    keys, constraints = live_constraints(conn, schemas)
+    return [
+        LiveTable(s, t, tuple(cols), keys.get((s, t), ()), tuple(constraints.get((s, t), [])))
+        for (s, t), cols in tables.items()
+    ]
+
+
+def live_constraints(
+    conn: Connection, schemas: tuple[str, ...]
+) -> tuple[dict[tuple[str, str], tuple[str, ...]], dict[tuple[str, str], list[LiveConstraint]]]:
+    """Each table's primary key columns, and its unique indexes, CHECKs and foreign keys, from PROD's catalog."""
+    keys: dict[tuple[str, str], tuple[str, ...]] = {}
+    found: dict[tuple[str, str], list[LiveConstraint]] = {}
+    # NULLS NOT DISTINCT came with PostgreSQL 15: an older PROD has none
+    distinct = "NOT i.indnullsnotdistinct" if conn.info.server_version >= 150000 else "true"
+    uniques = conn.execute(
+        """
+        SELECT n.nspname, c.relname, ic.relname, i.indisprimary,
+               ARRAY(SELECT a.attname FROM pg_depend d JOIN pg_attribute a
+                       ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                     WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                       AND d.refobjid = i.indrelid AND d.refobjsubid > 0
+                     UNION SELECT a.attname FROM pg_attribute a
+                     WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[]) AND a.attnum > 0),
+               ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k),
+               coalesce(pg_get_expr(i.indpred, i.indrelid, true), ''), {distinct},
+               ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, o)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.o)
+        FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indrelid
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE i.indisunique AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
+        ORDER BY 1, 2, 3
+        """.replace("{distinct}", distinct),
+        (list(schemas),),
+    ).fetchall()
+    for schema, table, name, primary, columns, exprs, predicate, nulls_distinct, key_columns in uniques:
+        where = (str(schema), str(table))
+        if primary:
+            keys[where] = tuple(str(c) for c in key_columns)
+        found.setdefault(where, []).append(
+            LiveConstraint(
+                "unique",
+                str(name),
+                tuple(sorted(str(c) for c in columns)),
+                ", ".join(str(e) for e in exprs),
+                str(predicate),
+                bool(nulls_distinct),
+                keys=tuple(str(e) for e in exprs),
+            )
+        )
+    others = conn.execute(
+        """
+        SELECT n.nspname, c.relname, k.conname, k.contype,
+               ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(attnum, o)
+                     JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.attnum ORDER BY x.o),
+               CASE WHEN k.contype = 'c' THEN pg_get_expr(k.conbin, k.conrelid, true) ELSE '' END,
+               coalesce(format('%%s.%%s', fn.nspname, f.relname), ''),
+               ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(attnum, o)
+                     JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.attnum ORDER BY x.o)
+        FROM pg_constraint k
+        JOIN pg_class c ON c.oid = k.conrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_class f ON f.oid = k.confrelid
+        LEFT JOIN pg_namespace fn ON fn.oid = f.relnamespace
+        WHERE k.contype IN ('c', 'f') AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
+        ORDER BY 1, 2, 3
+        """,
+        (list(schemas),),
+    ).fetchall()
+    for schema, table, name, kind, columns, definition, references, referenced in others:
+        found.setdefault((str(schema), str(table)), []).append(
+            LiveConstraint(
+                "check" if kind == "c" else "fk",
+                str(name),
+                tuple(str(c) for c in columns),
+                str(definition or ""),
+                references=str(references),
+                referenced_columns=tuple(str(c) for c in referenced),
+            )
+        )
+    return keys, found
 
 
 @dataclass

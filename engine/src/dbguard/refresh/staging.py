@@ -30,7 +30,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,7 +55,9 @@ from dbguard.guard.stamp import write_stamp
 from dbguard.guard.targets import Target
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision
+from dbguard.refresh.constraints import REDRAWN_KINDS, constraint_conflicts, redraw_duplicates, require_kept
 from dbguard.refresh.expressions import SanitizeKey, sanitized_select
+from dbguard.refresh.failures import RETRY_FIX, refresh_failed
 from dbguard.refresh.jobs import Job, run_jobs
 from dbguard.refresh.pii_scan import (
     Leak,
@@ -67,7 +71,15 @@ from dbguard.refresh.pii_scan import (
     scan_table,
 )
 from dbguard.refresh.post_data import Step, plan_post_data
-from dbguard.refresh.rules import Coverage, LiveTable, check_coverage, live_schema, load_policy, require_coverage
+from dbguard.refresh.rules import (
+    Coverage,
+    LiveTable,
+    MaskRule,
+    check_coverage,
+    live_schema,
+    load_policy,
+    require_coverage,
+)
 from dbguard.reports.status import human_size
 
 WORKERS = max(2, min(os.cpu_count() or 2, 8))  # copies, checks and index builds at once
@@ -148,12 +160,14 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
         if ctx.dry_run:
             show_plan(out, tables, coverage, sizes)
             require_coverage(coverage)
+            require_kept(constraint_conflicts(prod, tables, coverage), out)
             out.plan(
                 f"copy {len(coverage.rules)} tables from PROD's snapshot into a scratch database on STG's "
                 f"server, verify, keep the current STG as {previous_name(stg)} (its undo point), swap the copy in"
             )
             return 0
         require_coverage(coverage)
+        require_kept(constraint_conflicts(prod, tables, coverage), out)
         copied = [t for t in tables if t.qualified not in coverage.skipped]
         with tempfile.TemporaryDirectory(prefix="refresh-") as folder:
             key = SanitizeKey.of(settings)
@@ -193,6 +207,7 @@ class Refresh:
     received: dict[str, int] = field(default_factory=dict)  # rows each copy stream wrote
     prod_hashes: int = 0
     redrawn: int = 0
+    kept_apart: int = 0  # fakes drawn again because a unique key repeated (constraints.redraw_duplicates)
     size: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     probing: Future[None] = field(default_factory=Future)
@@ -204,18 +219,19 @@ class Refresh:
     def build(self, into: Cleared, revision: str | None) -> None:
         """Schema, rows, checks, keys and indexes into `into`; then sequences and the stamp."""
         archive = self.folder / "schema.dump"
-        self.prod.run_tool(
-            self.bindir,
-            "pg_dump",
-            [
-                "--format=custom",
-                "--schema-only",
-                f"--snapshot={self.snapshot}",
-                "--exclude-schema=dbguard",
-                f"--file={archive}",
-            ],
-            read_only=True,
-        )
+        with self.said("reading PROD's schema"):
+            self.prod.run_tool(
+                self.bindir,
+                "pg_dump",
+                [
+                    "--format=custom",
+                    "--schema-only",
+                    f"--snapshot={self.snapshot}",
+                    "--exclude-schema=dbguard",
+                    f"--file={archive}",
+                ],
+                read_only=True,
+            )
         steps = plan_post_data(self.snap, list_archive(self.bindir, archive, "post-data").lines)
         sequences = self.snap.execute(
             "SELECT schemaname, sequencename, last_value FROM pg_sequences "
@@ -250,6 +266,7 @@ class Refresh:
             f"verified: rows per table equal PROD's snapshot ({sum(self.counts.values()):,} rows); no PROD email, "
             f"name or phone value found in the copy ({self.prod_hashes:,} checked; {self.redrawn} fake(s) that "
             "happened to equal a real value were drawn again)"
+            + (f"; {self.kept_apart} fake(s) that repeated in a unique key drawn again" if self.kept_apart else "")
         )
 
     def jobs(self, into: Cleared, archive: Path, steps: list[Step]) -> list[Job]:
@@ -265,7 +282,8 @@ class Refresh:
         for t, copy, check in zip(self.tables, copies, checks, strict=True):
             jobs.append(Job(copy, partial(self.copy, into, t), {"pre-data"}, 3e12 + size[t.qualified]))
             # a check that draws fakes again goes first: its table's keys, and their foreign keys, wait for it
-            redraws = any(rerolled(c, self.coverage.rules[t.qualified].get(c.name)) for c in t.columns)
+            rules = self.coverage.rules[t.qualified]
+            redraws = any(rerolled(c, rules.get(c.name)) for c in t.columns) or keeps_apart(t, rules)
             jobs.append(
                 Job(check, partial(self.check, into, t), {copy}, (4e12 if redraws else 2e12) + size[t.qualified])
             )
@@ -294,23 +312,35 @@ class Refresh:
             jobs.append(Job(step.name, partial(self.post, into, archive, step), after, priority))
         return jobs
 
+    @contextmanager
+    def said(self, step: str) -> Iterator[None]:
+        """A tool's failure during `step` as the refresh says it (failures.py): never a restore's wording."""
+        try:
+            yield
+        except Failed as exc:
+            line = exc.message.split(" failed: ", 1)[-1]
+            raise refresh_failed(step, line, self.tables, self.coverage) from None
+
     def pre_data(self, into: Cleared, archive: Path) -> None:
-        into.run_tool(
-            self.bindir,
-            "pg_restore",
-            ["--section=pre-data", "--no-owner", "--no-acl", "--exit-on-error", str(archive)],
-        )
-        self.out.info("schema pre-data restored from PROD's snapshot")
+        with self.said("creating the copy's tables"):
+            into.run_tool(
+                self.bindir,
+                "pg_restore",
+                ["--section=pre-data", "--no-owner", "--no-acl", "--exit-on-error", str(archive)],
+            )
+        self.out.info("the copy's tables created from the schema of PROD's snapshot")
         failpoint("refresh:schema-created")
 
     def post(self, into: Cleared, archive: Path, step: Step) -> None:
         listing = self.folder / f"{step.name.replace(':', '-').replace('/', '_')}.list"
         listing.write_text("\n".join(step.lines) + "\n")
-        into.run_tool(
-            self.bindir,
-            "pg_restore",
-            ["--no-owner", "--no-acl", "--exit-on-error", f"--use-list={listing}", str(archive)],
-        )
+        what = {"keys": "keys and checks", "index": "an index", "fk": "a foreign key"}.get(step.kind, "the rest")
+        with self.said(f"building {what} of {step.table or 'the schema'} in the copy"):
+            into.run_tool(
+                self.bindir,
+                "pg_restore",
+                ["--no-owner", "--no-acl", "--exit-on-error", f"--use-list={listing}", str(archive)],
+            )
 
     def probe(self, into: Cleared) -> None:
         """PROD's rows per table and the keyed hashes of its emails, names and phones, in the snapshot (a
@@ -389,15 +419,19 @@ class Refresh:
             sender.stdout = None
             _, send_err = sender.communicate(f"COPY ({select}) TO STDOUT (FORMAT binary);\n".encode())
             received, receive_err = receiver.communicate()
+        # the side that failed first: a receiver that refused a row makes the sender's pipe break after it
+        reading = refresh_failed(
+            f"reading {table.qualified} from PROD", first_error_line(send_err), self.tables, self.coverage
+        )
+        writing = refresh_failed(
+            f"writing {table.qualified} into the copy", first_error_line(receive_err), self.tables, self.coverage
+        )
+        if receiver.returncode != 0 and (sender.returncode == 0 or writing.fix != RETRY_FIX):
+            raise writing
         if sender.returncode != 0:
-            raise Failed(
-                f"reading {table.qualified} from PROD failed: {first_error_line(send_err)}", "run the refresh again"
-            )
+            raise reading
         if receiver.returncode != 0:
-            raise Failed(
-                f"writing {table.qualified} into the copy failed: {first_error_line(receive_err)}",
-                "run the refresh again",
-            )
+            raise writing
         match = re.search(rb"^COPY (\d+)$", received, re.MULTILINE)
         self.received[table.qualified] = int(match.group(1)) if match else -1
 
@@ -412,13 +446,18 @@ class Refresh:
                 "run the refresh again",
             )
         rules = self.coverage.rules[table.qualified]
-        if not any(rerolled(c, rules.get(c.name)) or needs_scan(c, rules.get(c.name)) for c in table.columns):
+        apart = keeps_apart(table, rules)
+        if not apart and not any(
+            rerolled(c, rules.get(c.name)) or needs_scan(c, rules.get(c.name)) for c in table.columns
+        ):
             return
         with into.connect(options=self.key.options) as conn:
             redrawn = reroll_table(conn, table, rules)
+            drawn = redraw_duplicates(conn, table, rules) if apart else 0
             leaks = redrawn.unresolved + scan_table(conn, table, rules)
         with self.lock:
             self.redrawn += redrawn.fixed
+            self.kept_apart += drawn
         self.fail_on(leaks)
 
     def fail_on(self, leaks: list[Leak]) -> None:
@@ -428,6 +467,14 @@ class Refresh:
                 f"the copy still holds PROD emails, names or phones in {where}; STG is untouched",
                 "classify those columns (app/models.py PII classes or the SANITIZE_POLICY file)",
             )
+
+
+def keeps_apart(table: LiveTable, rules: dict[str, MaskRule]) -> bool:
+    """Whether the table has a unique key over a column whose fakes the copy's check may draw again."""
+    return any(
+        k.kind == "unique" and any(rules.get(c) and rules[c].kind in REDRAWN_KINDS for c in k.columns)
+        for k in table.constraints
+    )
 
 
 def undo_refresh(ctx: TaskContext) -> int:
@@ -444,8 +491,11 @@ def sanitize_check_task(ctx: TaskContext) -> int:
     coverage = check_coverage(policy, tables)
     show_plan(ctx.out, tables, coverage, sizes)
     require_coverage(coverage)
+    require_kept(constraint_conflicts(ctx.target, tables, coverage), ctx.out)
+    kept = sum(len(t.constraints) for t in tables if t.qualified in coverage.rules)
     ctx.out.ok(
         f"the policy covers PROD's live schema: {len(coverage.rules)} tables, "
-        f"{sum(len(r) for r in coverage.rules.values())} columns"
+        f"{sum(len(r) for r in coverage.rules.values())} columns; its rules keep PROD's NOT NULL columns and "
+        f"{kept} unique, check and foreign key constraints"
     )
     return 0
