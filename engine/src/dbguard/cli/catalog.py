@@ -264,6 +264,12 @@ TASKS: tuple[TaskSpec, ...] = (
         ),
     ),
     TaskSpec(
+        "fill-standin",
+        "Fill the embedded stand-in PROD (laptop set-up only) with seed data: a real PROD is never seeded.",
+        "dbguard.cluster.standin:fill_standin_task",
+        (replace(ENV, default="prod"), SCENARIO, SEED, SCALE, CONFIRM, DRY),
+    ),
+    TaskSpec(
         "reset",
         "Rebuild the schema from empty through Alembic and seed it, atomically (STG backed up first; never PROD).",
         "dbguard.cli.commands:reset",

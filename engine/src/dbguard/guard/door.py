@@ -312,6 +312,13 @@ def authorize(
     and their stamps checked. `options` are the run's options (a grant with `when` needs its option set).
     """
     rule = check_policy(operation, tier)
+    if rule.standin_only and not target.embedded:
+        raise Refused(
+            f"{operation} on {tier.value.upper()} is not allowed: PROD here is '{target.dbname}', reached through "
+            f"{target.source}, not the embedded stand-in, and a real PROD is never seeded",
+            f"seed STG instead (invoke db.seed --env stg); the stand-in serves only where {target.source} "
+            "and STG_DATABASE_URL are unset",
+        )
     unavailable: dict[str, OpsError] = {}
     wanted = [_Wanted(TARGET, operation, tier, rule, target), *_wanted(settings, rule, options or {}, unavailable)]
     checked = [w for w in wanted if w.checked]

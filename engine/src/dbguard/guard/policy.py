@@ -53,6 +53,7 @@ class Rule:
     reason: str = ""
     agent_consent: bool = False  # a coding agent needs a human's consent below PROD too (PROD always needs it)
     bootstraps_reader: bool = False  # db.prod-reader: PROD_DATABASE_URL's role may be missing or able to write
+    standin_only: bool = False  # only the embedded stand-in PROD of a laptop set-up, never a PROD reached by URL
 
     @property
     def needs_human(self) -> bool:
@@ -127,6 +128,13 @@ POLICY: dict[str, dict[Tier, Rule]] = {
     # db.migrate --to <older revision>: dropping PROD's tables is never a flag's decision
     "downgrade": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: Rule(True, confirm=Confirm.INTERACTIVE)},
     "seed": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: never("PROD is never seeded: no flag opens it")},
+    # seed data into the embedded stand-in PROD (no real data, no credentials), so refresh, backup, restore and
+    # the ladder's rehearsal can be tried on one laptop; a PROD reached through PROD_DATABASE_URL stays never seeded
+    "fill-standin": {
+        Tier.INT: never("db.fill-standin fills the embedded stand-in PROD only (INT: invoke db.seed)"),
+        Tier.STG: never("db.fill-standin fills the embedded stand-in PROD only (STG: invoke db.seed --env stg)"),
+        Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.TYPED, standin_only=True),
+    },
     # an app's SQLite file copied into the tier's schema (db.import-sqlite): written like a seed, but real data
     "import-sqlite": {
         Tier.INT: YES,
