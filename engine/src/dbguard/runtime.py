@@ -103,7 +103,7 @@ def open_app_database(
                 f"the {component} component cannot connect as {login.user} on {login.describe()}: {exc.message}", fix
             ) from None
         if not managed:  # the login roles are server-wide: they may exist while this database has no grants yet
-            raise Refused(f"{login.dbname} has no component roles applied yet (db.roles)", fix)
+            raise Refused(f"database '{login.dbname}' has no component roles applied yet (db.roles)", fix)
         engine = login.sa_engine(pool_pre_ping=True)  # every connection through the guard's clearance
         made.append(AppDatabase(engine, ctx.tier, login, component))
         ctx.facts["role"] = login.user
