@@ -176,7 +176,7 @@ def test_a_table_made_in_a_second_process_is_identical_and_its_errors_are_named(
     result = run(tiers.settings, "seed", "int", robot(), lambda ctx: reset.seed_task(ctx, scenario="demo"))
     assert result.code == EXIT_FAILED
     assert (
-        "seed module taskboard/seeds/comments.py failed making rows for table comments: ValueError: no body for this "
-        "comment" in result.stderr
+        "seed module taskboard/seeds/comments.py made a bad row for table comments: row 6: ValueError: no body for "
+        "this comment" in result.stderr
     )
     assert tiers.sql(Tier.INT, "SELECT count(*) FROM users") == "0"

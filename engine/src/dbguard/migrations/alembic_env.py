@@ -30,9 +30,37 @@ from dbguard.settings import Settings, load_settings
 ENGINE_TABLES = {"alembic_version", "tier_stamp"}
 
 
+def _partition(table: Any) -> bool:
+    """A reflected table that is a partition (or an inheritance child) of another: the migration made it."""
+    options = getattr(table, "dialect_options", {}).get("postgresql", {})
+    return bool(options.get("inherits"))
+
+
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    """Autogenerate looks at the app's tables only: never the tier stamp or Alembic's own table."""
-    return not (type_ == "table" and name in ENGINE_TABLES)
+    """Autogenerate looks at the app's tables only: never the tier stamp or Alembic's own table, nor the
+    partitions of a partitioned table (made by its migration, not declared as models) and their indexes."""
+    if type_ == "table" and name in ENGINE_TABLES:
+        return False
+    if reflected and compare_to is None:
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        if table is not None and _partition(table):
+            return False
+    return True
+
+
+def app_schemas(metadata: Any) -> set[str | None]:
+    """The schemas autogenerate compares: the default one and each one a table of the app names."""
+    return {None, "public"} | {t.schema for t in metadata.tables.values() if t.schema}
+
+
+def include_name_for(metadata: Any) -> Any:
+    """Autogenerate reads the app's schemas only (never the tier stamp's, or another app's)."""
+    schemas = app_schemas(metadata)
+
+    def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+        return name in schemas if type_ == "schema" else True
+
+    return include_name
 
 
 def run() -> None:
@@ -49,6 +77,8 @@ def run() -> None:
             compare_type=True,
             compare_server_default=True,
             include_object=include_object,
+            include_schemas=True,  # a table in a second schema is compared too
+            include_name=include_name_for(metadata),
             transaction_per_migration=not external,
         )
         if external:

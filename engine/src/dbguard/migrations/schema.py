@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from alembic import command
 from psycopg import sql
 from sqlalchemy import Connection as SAConnection
+from sqlalchemy import MetaData
 
 from dbguard.errors import Failed, OpsError
 from dbguard.guard.connect import Connection
@@ -177,8 +178,18 @@ def failure(target: Cleared, exc: BaseException, what: str, lock_tries: int = 0)
     return Failed(message, f"fix the revision, then invoke db.migrate --env {env}")
 
 
-def drop_app_schemas(conn: SAConnection) -> None:
-    """Drop and recreate the app's schemas (in the caller's transaction); the tier stamp lives elsewhere."""
+def other_schemas(metadata: MetaData | None) -> list[str]:
+    """The schemas besides public that the app's tables live in (`kitchen` for `kitchen.meal_plans`)."""
+    if metadata is None:
+        return []
+    return sorted({t.schema for t in metadata.tables.values() if t.schema and t.schema not in APP_SCHEMAS})
+
+
+def drop_app_schemas(conn: SAConnection, metadata: MetaData | None = None) -> None:
+    """Drop and recreate the app's schemas (in the caller's transaction); the tier stamp lives elsewhere.
+    The other schemas the app's tables name (`metadata`) are dropped: its migrations create them again."""
     for schema in APP_SCHEMAS:
         raw(conn).execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         raw(conn).execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    for schema in other_schemas(metadata):
+        raw(conn).execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -1,8 +1,10 @@
 """Binary COPY of seed rows: which column types it handles, and turning plain seed values into them.
 
-A seed module writes plain Python values ("10.0.0.1", a dict); binary COPY needs the object that
-psycopg's binary dumper for the column's type expects. The conversions are looked up once per
-table, and applied only to the columns that need one.
+A seed module writes plain Python values ("10.0.0.1", a dict, a tuple, an aware datetime); COPY
+needs the object that psycopg's dumper for the column's type expects. The conversions are looked up
+once per table, and applied only to the columns that need one. Datetimes match the column: an aware
+one into `timestamp without time zone` is stored as its UTC wall time, a naive one into `timestamptz`
+is taken as UTC (the seed API's moments are aware, in UTC).
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from dbguard.guard.connect import Connection
+from dbguard.seeding.keys import split
 
-INET, CIDR, JSON, JSONB, UUID = 869, 650, 114, 3802, 2950
-BINARY_OIDS = {16, 17, 20, 21, 23, 25, 700, 701, 1043, 1082, 1114, 1184, 1700, INET, CIDR, JSON, JSONB, UUID}
+TEXT, INET, CIDR, JSON, JSONB, UUID = 25, 869, 650, 114, 3802, 2950
+TIMESTAMP, TIMESTAMPTZ, TIME = 1114, 1184, 1083
+# arrays of bool, bytea, int2, int4, text, varchar, int8, float4, float8, date, timestamp(tz), numeric, uuid
+ARRAYS = {1000, 1001, 1005, 1007, 1009, 1015, 1016, 1021, 1022, 1182, 1115, 1185, 1231, 2951}
+BINARY_OIDS = {16, 17, 20, 21, 23, 25, 700, 701, 1043, 1082, TIME, TIMESTAMP, TIMESTAMPTZ, 1700}
+BINARY_OIDS |= {INET, CIDR, JSON, JSONB, UUID} | ARRAYS
 Converters = list[tuple[int, Callable[[Any], Any]]]
 
 
@@ -26,23 +34,76 @@ def _as_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(value.split("/", 1)[0])  # pooled values repeat: parse each once
 
 
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 CONVERTERS: dict[int, Callable[[Any], Any]] = {
     INET: lambda v: _as_ip(v) if isinstance(v, str) else v,
     CIDR: lambda v: ipaddress.ip_network(v) if isinstance(v, str) else v,
     JSON: lambda v: json.loads(v) if isinstance(v, str) else v,
     JSONB: lambda v: json.loads(v) if isinstance(v, str) else v,
     UUID: lambda v: uuid.UUID(v) if isinstance(v, str) else v,
-}
+    TIMESTAMP: lambda v: _naive_utc(v) if isinstance(v, datetime) else v,
+    TIMESTAMPTZ: lambda v: _aware(v) if isinstance(v, datetime) else v,
+} | dict.fromkeys(ARRAYS, _as_list)
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    def item(v: Any) -> str:
+        if v is None:
+            return "NULL"
+        text = str(v).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{text}"'
+
+    return "{" + ",".join(item(v) for v in values) + "}"
+
+
+def _as_text(value: Any) -> Any:
+    """A value for a column type COPY gets as text (a domain, an enum array, ...): the server parses it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return _array_literal(value)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+class BadColumns(ValueError):
+    """A seed module's row names columns its table does not have (or that only the server may fill)."""
 
 
 def column_oids(conn: Connection, table: str, columns: tuple[str, ...]) -> list[int]:
+    """The type of each of `columns` of `table` (`users` or `kitchen.meal_plans`) as COPY sends it: an enum's
+    is text's, since its label travels as text in text and binary COPY alike."""
+    schema, name = split(table)
     rows = conn.execute(
-        "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0", (table,)
+        "SELECT a.attname, CASE WHEN t.typtype = 'e' THEN 25 ELSE a.atttypid::int END, a.attgenerated <> '' "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (schema, name),
     ).fetchall()
-    by_name = {str(name): int(oid) for name, oid in rows}
+    by_name = {str(column): int(oid) for column, oid, _ in rows}
     missing = [c for c in columns if c not in by_name]
     if missing:
-        raise ValueError(f"no column(s) {', '.join(missing)} in table {table}")
+        raise BadColumns(f"no column(s) {', '.join(missing)} in table {table}")
+    generated = [str(column) for column, _, is_generated in rows if is_generated and column in columns]
+    if generated:
+        raise BadColumns(
+            f"column(s) {', '.join(generated)} of table {table} are generated by the server: leave them out"
+        )
     return [by_name[c] for c in columns]
 
 
@@ -50,8 +111,17 @@ def binary_capable(oids: list[int]) -> bool:
     return all(oid in BINARY_OIDS for oid in oids)
 
 
+def copy_types(oids: list[int]) -> list[int]:
+    """The types to tell COPY: a type this module does not know goes as text, for the server to parse."""
+    return [oid if oid in BINARY_OIDS else TEXT for oid in oids]
+
+
 def converters_for(oids: list[int]) -> Converters:
-    return [(i, CONVERTERS[oid]) for i, oid in enumerate(oids) if oid in CONVERTERS]
+    return [
+        (i, CONVERTERS[oid] if oid in BINARY_OIDS else _as_text)
+        for i, oid in enumerate(oids)
+        if oid in CONVERTERS or oid not in BINARY_OIDS
+    ]
 
 
 def converted(row: Sequence[Any], converters: Converters) -> Sequence[Any]:

@@ -18,6 +18,8 @@ import traceback
 from collections.abc import Callable
 from typing import IO, Any
 
+import psycopg
+
 from dbguard.seeding.api import Fakes, SeedTable
 from dbguard.seeding.copy_types import Converters, converted
 
@@ -34,7 +36,16 @@ MIN_ROWS = 100_000  # below this, forking costs more than it saves
 MAX_ROWS = 5_000_000  # above this the temporary file grows past a few hundred MB: stay in-process
 CHUNK = 1 << 20
 
-Rows = Callable[[SeedTable, Fakes, int, int], Any]
+Rows = Callable[..., Any]  # runner.generate_rows
+Key = tuple[str, Callable[[int], object]] | None
+
+
+class ChildError(Exception):
+    """What went wrong in the row-making process; `rows` says whether the seed module's rows caused it."""
+
+    def __init__(self, message: str, *, rows: bool) -> None:
+        super().__init__(message)
+        self.rows = rows
 
 
 def _produce(
@@ -45,6 +56,7 @@ def _produce(
     oids: list[int],
     converters: Converters,
     generate: Rows,
+    key: Key,
     out: IO[bytes],
     errors: Any,
 ) -> None:
@@ -52,7 +64,7 @@ def _produce(
         tx = Transformer()
         tx.set_dumper_types(oids, Format.BINARY)
         formatter = BinaryFormatter(tx)
-        rows = generate(seed, fakes, start, count)
+        rows = generate(seed, fakes, start, count, key)
         next(rows)  # the column names
         for row in rows:
             data = formatter.write_row(converted(row, converters))
@@ -61,8 +73,10 @@ def _produce(
         out.write(formatter.end())
         out.flush()
         errors.send(None)
-    except BaseException as exc:  # reported to the parent, which names the seed module
-        errors.send(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+    except BaseException as exc:  # reported to the parent, which names the seed module when its rows are at fault
+        from_rows = isinstance(exc, ValueError | psycopg.Error)  # a row, or a value in it, COPY cannot take
+        named = str(exc) if type(exc).__name__ == "RowError" else f"{type(exc).__name__}: {exc}"
+        errors.send((f"{named}\n{traceback.format_exc(limit=3)}", from_rows))
     finally:
         errors.close()
 
@@ -79,6 +93,7 @@ class OffloadedTable:
         oids: list[int],
         converters: Converters,
         generate: Rows,
+        key: Key = None,
     ) -> None:
         self.file = tempfile.TemporaryFile(prefix="seed-")  # noqa: SIM115 -- lives until the table is copied
         context = multiprocessing.get_context("fork")
@@ -86,19 +101,21 @@ class OffloadedTable:
         self.process = context.Process(
             target=_produce,
             daemon=True,
-            args=(seed, fakes, start, count, oids, converters, generate, self.file, child_end),
+            args=(seed, fakes, start, count, oids, converters, generate, key, self.file, child_end),
         )
         self.process.start()
         child_end.close()
 
-    def wait(self) -> str | None:
+    def wait(self) -> ChildError | None:
         """None when the rows are ready, else the child's error."""
         try:
-            error = self._errors.recv()
+            sent = self._errors.recv()
         except EOFError:
-            error = "the row-making process died"
+            sent = ("the row-making process died", False)
         self.process.join()
-        return error if error is not None or self.process.exitcode == 0 else f"exit code {self.process.exitcode}"
+        if sent is None and self.process.exitcode != 0:
+            sent = (f"the row-making process ended with exit code {self.process.exitcode}", False)
+        return None if sent is None else ChildError(sent[0].splitlines()[0], rows=sent[1])
 
     def stream_into(self, write: Callable[[bytes], None], advance: Callable[[int], object] | None, count: int) -> None:
         self.file.seek(0)

@@ -25,7 +25,7 @@ from dbguard.failpoints import failpoint
 from dbguard.guard.locks import exclusive
 from dbguard.guard.stamp import write_stamp
 from dbguard.migrations.history import current_revision, head, pending_revisions
-from dbguard.migrations.schema import APP_SCHEMAS, drop_app_schemas, raw, upgrade
+from dbguard.migrations.schema import APP_SCHEMAS, drop_app_schemas, other_schemas, raw, upgrade
 from dbguard.roles.apply import carry_roles
 from dbguard.seeding.runner import SeedPlan, TableResult, app_tables_with_rows, make_plan, seed_database
 
@@ -59,6 +59,7 @@ def reset_task(
     code_head = head(settings) or "base (no revisions yet)"
     ctx.facts.update({"scenario": scenario if seed else None, "head": code_head})
     aside = ctx.clearance.rule.backup_first  # STG: keep the live database as the undo point
+    metadata = settings.project.metadata
     previous = sibling_name(target.dbname, PREVIOUS)
     if ctx.dry_run:
         if aside:
@@ -73,7 +74,8 @@ def reset_task(
             )
         else:
             out.plan(
-                f"in one transaction: drop schema(s) {', '.join(APP_SCHEMAS)} (the tier stamp stays), "
+                f"in one transaction: drop schema(s) {', '.join([*APP_SCHEMAS, *other_schemas(metadata)])} "
+                "(the tier stamp stays), "
                 f"migrate from empty to {code_head} through Alembic" + (", then seed" if plan else "")
             )
         if plan:
@@ -86,7 +88,7 @@ def reset_task(
             began = time.perf_counter()
             with target.sa_connection() as conn, conn.begin():
                 raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
-                drop_app_schemas(conn)
+                drop_app_schemas(conn, metadata)
                 failpoint("reset:schema-dropped")
                 _rebuild(ctx, conn, plan, code_head, began)
                 carry_roles(settings, ctx.tier, target, raw(conn), out)  # the ownership matrix's grants

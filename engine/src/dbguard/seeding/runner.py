@@ -1,8 +1,13 @@
-"""The seed runner: scenarios, foreign-key order, ids, COPY batches, determinism, one transaction.
+"""The seed runner: scenarios, foreign-key order, keys, COPY batches, determinism, one transaction.
 
 Seed modules (seeds/<table>.py) only say how to make one row. The runner gives each table its
 own seeded random stream, so a table's contents depend only on --seed and the counts: the same
 seed gives identical tables, byte for byte (`table_digests` proves it).
+
+Any schema: keys of any type and name (seeding/keys.py), tables in other schemas (named
+`kitchen.meal_plans`), plain Tables, foreign-key cycles, partitioned tables, enums, generated
+columns. A failure is blamed on the seed module only when its rows caused it (a value, a
+constraint); anything else is reported as the engine's fault, never as the module's.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import Table
 
 from dbguard.cli.console import Output
 from dbguard.errors import Failed, Refused
@@ -29,12 +35,18 @@ from dbguard.failpoints import failpoint
 from dbguard.guard.connect import Connection
 from dbguard.project import Project
 from dbguard.seeding.api import POOL_SIZE, Fakes, SeedTable
-from dbguard.seeding.bulk_load import DeferredSchema, defer_indexes_and_keys
-from dbguard.seeding.copy_types import binary_capable, column_oids, converted, converters_for
+from dbguard.seeding.bulk_load import defer_forward_keys, defer_indexes_and_keys
+from dbguard.seeding.copy_types import BadColumns, binary_capable, column_oids, converted, converters_for, copy_types
+from dbguard.seeding.keys import KeySpace, key_maker, next_number, qualified, space_for, split
 from dbguard.seeding.offload import OffloadedTable, worth_offloading
 
 PROGRESS_EVERY = 20_000
 PREFETCH_ROWS = 200_000  # rows generated ahead while the server rebuilds the previous table's indexes
+MODULE_SQLSTATES = ("22", "23")  # data exceptions and constraint violations: the rows' fault
+
+
+class RowError(ValueError):
+    """A seed module's `row` raised, or made a row the runner cannot use: the module's fault."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ def make_plan(project: Project, scenario: str, *, seed: int = 1, scale: float = 
     if not (scale > 0 and math.isfinite(scale)):
         raise Refused(f"scale must be a positive number, not {scale:g}", "pass --scale 1 (or 0.5, 10, ...)")
     wanted = scenarios[scenario]
-    order = [t.name for t in project.metadata.sorted_tables if t.name in wanted]
+    order = [t.fullname for t in project.metadata.sorted_tables if t.fullname in wanted]
     missing = set(wanted) - set(order)
     if missing:
         raise Refused(
@@ -92,27 +104,97 @@ def make_plan(project: Project, scenario: str, *, seed: int = 1, scale: float = 
 def app_tables_with_rows(conn: Connection, project: Project) -> list[str]:
     found = []
     for table in project.metadata.sorted_tables:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table.name}",)).fetchone()
+        name = sql.Identifier(*split(table.fullname)).as_string(conn)
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
         if exists and exists[0]:
-            q = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table.name))
+            q = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(qualified(table.fullname))
             row = conn.execute(q).fetchone()
             if row and row[0]:
-                found.append(table.name)
+                found.append(table.fullname)
     return found
 
 
-def generate_rows(seed: SeedTable, f: Fakes, start: int, count: int) -> Iterator[tuple[object, ...]]:
-    """The column names first, then one tuple per row; every row must have the same keys in the same order."""
-    first = seed.row(f, start)
-    columns = tuple(first)
+def _row(seed: SeedTable, f: Fakes, n: int) -> dict[str, object]:
+    try:
+        row = seed.row(f, n)
+    except Exception as exc:
+        raise RowError(f"row {n}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(row, dict):
+        raise RowError(f"row {n} is a {type(row).__name__}, not a dict of column values")
+    return row
+
+
+def generate_rows(
+    seed: SeedTable, f: Fakes, start: int, count: int, key: tuple[str, Callable[[int], object]] | None = None
+) -> Iterator[tuple[object, ...]]:
+    """The column names first, then one tuple per row; every row must have the same keys in the same order.
+
+    `key` (column, row number -> key): when the module leaves that column out, the runner adds it, so other
+    tables can reference the rows and the same seed gives the same keys (a server default would not)."""
+    first = _row(seed, f, start)
+    add_key = key is not None and key[0] not in first
+    columns = tuple(first) + ((key[0],) if key is not None and add_key else ())
+    make_key = key[1] if key is not None and add_key else None
     yield columns
-    yield tuple(first.values())
+    yield tuple(first.values()) + ((make_key(start),) if make_key is not None else ())
     make = seed.row
+    expected = columns[:-1] if make_key is not None else columns
     for i in range(start + 1, start + count):
-        row = make(f, i)
-        if tuple(row) != columns:
-            raise ValueError(f"row {i} has columns {tuple(row)}, the first row had {columns}")
-        yield tuple(row.values())
+        try:
+            row = make(f, i)
+        except Exception as exc:
+            raise RowError(f"row {i}: {type(exc).__name__}: {exc}") from exc
+        if tuple(row) != expected:
+            raise RowError(f"row {i} has columns {tuple(row)}, the first row had {expected}")
+        if make_key is None:
+            yield tuple(row.values())
+        else:
+            yield (*row.values(), make_key(i))
+
+
+def added_key(table: Table, seed: int, referenced: set[str]) -> tuple[str, Callable[[int], object]] | None:
+    """The key the runner adds to rows that leave it out: a uuid or text key always, an integer one only
+    where other tables of the run reference it (else the server's identity numbers the rows)."""
+    column, make = key_maker(table, seed)
+    if column is None:
+        return None
+    if make is not None:
+        return column, make
+    return (column, lambda n: n) if table.fullname in referenced else None
+
+
+def key_spaces(conn: Connection, plan: SeedPlan, *, append: bool) -> dict[str, KeySpace]:
+    """Each table's row numbers (from 1, or past the rows already there) and how a number becomes its key."""
+    tables = plan.project.metadata.tables
+    return {
+        name: space_for(tables[name], plan.seed, next_number(conn, tables[name]) if append else 1, count)
+        for name, count in plan.counts.items()
+    }
+
+
+def _blame(exc: BaseException, table: str, module: str) -> Failed:
+    """The Failed to raise for `exc` on `table`: the module's fault only when its rows caused it."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
+        detail = exc.diag.message_primary or str(exc).splitlines()[0]
+        if exc.sqlstate.startswith(MODULE_SQLSTATES):
+            return Failed(
+                f"seed module {module} broke a constraint on table {table}: {detail}",
+                f"fix {module}; the database was left as it was before the seed",
+            )
+        return engine_fault(table, module, f"{type(exc).__name__}: {detail}")
+    if isinstance(exc, RowError | BadColumns | psycopg.Error):  # psycopg without a state: a value it cannot send
+        return Failed(
+            f"seed module {module} made a bad row for table {table}: {str(exc).splitlines()[0]}",
+            f"fix {module}; the database was left as it was before the seed",
+        )
+    return engine_fault(table, module, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+def engine_fault(table: str, module: str, detail: str) -> Failed:
+    return Failed(
+        f"the seed runner failed on table {table}, a fault in dbguard and not in {module}: {detail}",
+        "the database was left as it was before the seed; report this line with `pip show guarded-db-engine`",
+    )
 
 
 def seed_database(
@@ -123,6 +205,7 @@ def seed_database(
     Into empty tables the load runs like pg_restore: rows by COPY (FREEZE where allowed), then the
     indexes and foreign keys, each key validated once for the whole table. Each table's rebuild runs
     on the server (in a pipeline) while this process already generates the next table's rows.
+    Appending, the foreign keys of a cycle wait until the table they point at is loaded.
     """
     if not plan.counts:
         return []  # a scenario with no tables (an app with no models yet) seeds nothing
@@ -132,20 +215,30 @@ def seed_database(
         package = plan.project.spec("seeds")
         raise Refused(f"no seed module for table(s) {', '.join(absent)}", f"add {package}/<table>.py defining SEED")
     tables = list(plan.counts)
-    id_ranges = {t: (next_id(conn, t) if append else 1, n) for t, n in plan.counts.items()}
-    deferred = DeferredSchema() if append else defer_indexes_and_keys(conn, tables)
+    metadata = plan.project.metadata
+    referenced = {fk.column.table.fullname for t in tables for fk in metadata.tables[t].foreign_keys}
+    current = tables[0]
+    try:
+        spaces = key_spaces(conn, plan, append=append)
+        deferred = defer_forward_keys(conn, tables) if append else defer_indexes_and_keys(conn, tables)
+    except psycopg.Error as exc:
+        raise _blame(exc, current, modules[current][1]) from None
     order = tables  # foreign-key order: each table's keys are checked while the next one is generated
-    loaded = {t.name for t in plan.project.metadata.sorted_tables} - set(tables)
+    loaded = {t.fullname for t in metadata.sorted_tables} - set(tables)
     results: list[TableResult] = []
-    current = order[0]
     collecting = gc.isenabled()
     gc.disable()  # millions of short-lived tuples: the cyclic collector would rescan them over and over
 
     def fakes_for(table: str) -> Fakes:
-        return Fakes(plan.seed, table, id_ranges, pool_size=min(POOL_SIZE, max(50, plan.counts[table])))
+        return Fakes(plan.seed, table, spaces, pool_size=min(POOL_SIZE, max(50, plan.counts[table])))
 
-    offloaded = _start_offload(conn, modules, plan, id_ranges, fakes_for) if not append else None
+    def key_for(table: str) -> tuple[str, Callable[[int], object]] | None:
+        return added_key(metadata.tables[table], plan.seed, referenced)
+
+    offloaded = None
     try:
+        if not append:
+            offloaded = _start_offload(conn, modules, plan, spaces, fakes_for, key_for)
         with out.progress() if out is not None else nullcontext(None) as progress:
             for table in order:
                 seed, module = modules[table]
@@ -159,20 +252,13 @@ def seed_database(
                         conn.execute(statement)
                     current = table
                     _copy_offloaded(
-                        conn,
-                        table,
-                        offloaded[1],
-                        offloaded[2],
-                        module,
-                        count,
-                        freeze=deferred.truncated,
-                        advance=advance,
+                        conn, table, offloaded[1], offloaded[2], count, freeze=deferred.freeze(table), advance=advance
                     )
                     results.append(TableResult(table, module, count, time.perf_counter() - began))
                     failpoint(f"seed:after-{table}")
                     loaded.add(table)
                     continue
-                rows = generate_rows(seed, fakes_for(table), id_ranges[table][0], count)
+                rows = generate_rows(seed, fakes_for(table), spaces[table].start, count, key_for(table))
                 columns = tuple(str(c) for c in next(rows))
                 rebuild = deferred.ready(loaded)
                 if rebuild:
@@ -182,25 +268,16 @@ def seed_database(
                         ahead = list(islice(rows, PREFETCH_ROWS))  # made while the server rebuilds
                     current = table
                     rows = chain(ahead, rows)
-                copy_rows(conn, table, columns, rows, freeze=deferred.truncated, advance=advance)
+                copy_rows(conn, table, columns, rows, freeze=deferred.freeze(table), advance=advance)
                 results.append(TableResult(table, module, count, time.perf_counter() - began))
                 failpoint(f"seed:after-{table}")
                 loaded.add(table)
             for current, statement in deferred.ready(loaded):  # noqa: B007
                 conn.execute(statement)
-    except psycopg.Error as exc:
-        module = modules[current][1]
-        detail = exc.diag.message_primary or str(exc).splitlines()[0]
-        raise Failed(
-            f"seed module {module} broke a constraint on table {current}: {detail}",
-            f"fix {module}; the database was left as it was before the seed",
-        ) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        module = modules[current][1]
-        raise Failed(
-            f"seed module {module} made a bad row for table {current}: {type(exc).__name__}: {exc}",
-            f"fix {module}; the database was left as it was before the seed",
-        ) from None
+    except Failed:
+        raise
+    except Exception as exc:
+        raise _blame(exc, current, modules[current][1]) from None
     finally:
         if offloaded is not None:
             offloaded[2].close()
@@ -213,28 +290,26 @@ def _start_offload(
     conn: Connection,
     modules: dict[str, tuple[SeedTable, str]],
     plan: SeedPlan,
-    id_ranges: dict[str, tuple[int, int]],
+    spaces: dict[str, KeySpace],
     fakes_for: Callable[[str], Fakes],
+    key_for: Callable[[str], tuple[str, Callable[[int], object]] | None],
 ) -> tuple[str, tuple[str, ...], OffloadedTable] | None:
-    """Start making the largest table's rows in a second process, when that pays (seed_offload.py)."""
+    """Start making the largest table's rows in a second process, when that pays (offload.py)."""
     table = worth_offloading(plan.counts)
     if table is None:
         return None
     seed, module = modules[table]
-    probe = Fakes(plan.seed, f"probe:{table}", id_ranges, pool_size=50)
+    start, key = spaces[table].start, key_for(table)
+    probe = Fakes(plan.seed, table, spaces, pool_size=50, stream=f"probe:{table}")
     try:
-        columns = tuple(str(c) for c in seed.row(probe, id_ranges[table][0]))  # the names only
-    except Exception as exc:
-        raise Failed(
-            f"seed module {module} made a bad row for table {table}: {type(exc).__name__}: {exc}",
-            f"fix {module}; the database was left as it was before the seed",
-        ) from None
-    oids = column_oids(conn, table, columns)
+        columns = tuple(str(c) for c in next(generate_rows(seed, probe, start, 1, key)))  # the names only
+        oids = column_oids(conn, table, columns)
+    except (RowError, BadColumns) as exc:
+        raise _blame(exc, table, module) from None
     if not binary_capable(oids):
         return None
-    converters = converters_for(oids)
     worker = OffloadedTable(
-        seed, fakes_for(table), id_ranges[table][0], plan.counts[table], oids, converters, generate_rows
+        seed, fakes_for(table), start, plan.counts[table], oids, converters_for(oids), generate_rows, key
     )
     return table, columns, worker
 
@@ -244,7 +319,6 @@ def _copy_offloaded(
     table: str,
     columns: tuple[str, ...],
     worker: OffloadedTable,
-    module: str,
     count: int,
     *,
     freeze: bool,
@@ -252,33 +326,35 @@ def _copy_offloaded(
 ) -> None:
     error = worker.wait()
     if error is not None:
-        raise Failed(
-            f"seed module {module} failed making rows for table {table}: {error.splitlines()[0]}",
-            f"fix {module}; the database was left as it was before the seed",
-        )
+        raise RowError(str(error)) if error.rows else error
     with conn.cursor() as cur, cur.copy(copy_statement(table, columns, binary=True, freeze=freeze)) as copy:
         worker.stream_into(copy.write, advance, count)
-    _set_sequence(conn, table, columns)
+    set_sequences(conn, table, columns)
 
 
-def _set_sequence(conn: Connection, table: str, columns: tuple[str, ...]) -> None:
-    if "id" in columns:
+def set_sequences(conn: Connection, table: str, columns: tuple[str, ...]) -> None:
+    """Move each identity or serial sequence of the loaded columns past the largest value now in its column."""
+    schema, name = split(table)
+    found = conn.execute(
+        "SELECT a.attname, pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname) "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%s)",
+        (schema, name, list(columns)),
+    ).fetchall()
+    for column, sequence in found:
+        if sequence is None:
+            continue
         conn.execute(
-            sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
-                sql.Literal(table), sql.Identifier(table)
+            sql.SQL("SELECT setval({}, m) FROM (SELECT max({}) AS m FROM {}) x WHERE m IS NOT NULL").format(
+                sql.Literal(sequence), sql.Identifier(column), qualified(table)
             )
         )
-
-
-def next_id(conn: Connection, table: str) -> int:
-    row = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}").format(sql.Identifier(table))).fetchone()
-    return int(row[0]) if row else 1
 
 
 def copy_statement(table: str, columns: tuple[str, ...], *, binary: bool, freeze: bool) -> sql.Composed:
     options = [o for o in ("FORMAT BINARY" if binary else "", "FREEZE" if freeze else "") if o]
     return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-        sql.Identifier(table),
+        qualified(table),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.SQL(f" WITH ({', '.join(options)})" if options else ""),
     )
@@ -296,31 +372,36 @@ def copy_rows(
     """COPY rows into one table. Binary format where every column type allows it (about 3x faster than text)."""
     oids = column_oids(conn, table, columns)
     binary = binary_capable(oids)
-    converters = converters_for(oids) if binary else []
+    converters = converters_for(oids)
     done = 0
     with conn.cursor() as cur, cur.copy(copy_statement(table, columns, binary=binary, freeze=freeze)) as copy:
-        if binary:
-            copy.set_types(oids)
+        copy.set_types(copy_types(oids))
         write = copy.write_row
-        for row in rows:
-            write(converted(row, converters))
-            done += 1
-            if advance is not None and done % PROGRESS_EVERY == 0:
-                advance(PROGRESS_EVERY)
+        try:
+            for row in rows:
+                write(converted(row, converters))
+                done += 1
+                if advance is not None and done % PROGRESS_EVERY == 0:
+                    advance(PROGRESS_EVERY)
+        except (ValueError, psycopg.Error) as exc:
+            if isinstance(exc, RowError) or (isinstance(exc, psycopg.Error) and exc.sqlstate is not None):
+                raise
+            raise RowError(f"a value of row {done + 1} cannot go into its column: {exc}") from exc
         if advance is not None:
             advance(done % PROGRESS_EVERY)
-    _set_sequence(conn, table, columns)
+    set_sequences(conn, table, columns)
     return done
 
 
 def table_digests(conn: Connection, project: Project) -> dict[str, str]:
-    """md5 of each app table's rows in id order: equal digests mean identical contents."""
+    """md5 of each app table's rows, sorted by their text: equal digests mean identical contents, whatever
+    the table's key (or none)."""
     out = {}
     for table in project.metadata.sorted_tables:
-        q = sql.SQL("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t.id), '')), count(*) FROM {} t").format(
-            sql.Identifier(table.name)
-        )
+        q = sql.SQL(
+            "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), '')) FROM {} t"
+        ).format(qualified(table.fullname))
         row = conn.execute(q).fetchone()
         assert row is not None
-        out[table.name] = str(row[0])
+        out[table.fullname] = str(row[0])
     return out
