@@ -73,7 +73,8 @@ def follow_first_model(app: Path, package: str) -> list[str]:
     models = app / package / "models.py"
     text = models.read_text()
     imports = {  # the imports the README's step names
-        "from sqlalchemy import MetaData\n": "from dbguard.pii import PII, pii_column\n"
+        "from sqlalchemy import MetaData\n": "from dbguard.ownership import owned\n"
+        "from dbguard.pii import PII, pii_column\n"
         "from sqlalchemy import BigInteger, Identity, MetaData, Text\n",
         "from sqlalchemy.orm import DeclarativeBase\n": "from sqlalchemy.orm import DeclarativeBase, Mapped\n",
     }
