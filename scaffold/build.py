@@ -33,6 +33,7 @@ SKELETON = (
     "app/database.py",
     "docker-compose.yml",
     "docker/initdb/10-tiers.sql",
+    "docs/migrations.md",
     "docs/operations.md",
     "docs/troubleshooting.md",
     "docs/updating.md",
