@@ -38,7 +38,7 @@ from dbguard.refresh.expressions import SanitizeKey, sanitized_select
 from dbguard.refresh.rules import MaskRule, check_coverage, live_schema, load_policy, require_coverage
 from dbguard.reports.status import human_size
 from dbguard.transfer.manifest import NULL, TableData, decode_field, split_lines, write_export
-from dbguard.transfer.slice import APP_SCHEMAS, Graph, TableInfo, UserTable, read_graph, row_owners
+from dbguard.transfer.slice import Graph, TableInfo, UserTable, app_schemas, read_graph, row_owners
 
 BATCH = 50_000  # key values per query
 # every session that writes or compares COPY text: the same text for the same value on any server
@@ -133,21 +133,19 @@ class Export:
         """The rows of `info` that `where` picks, as COPY text lines; sanitized unless they are the user's own
         under --raw (an owned row pointing at another user counts as that person's, and stays sanitized)."""
         if self.rules is None:
-            plain = sql.SQL("SELECT {} FROM ONLY {}.{} t WHERE {}").format(
-                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns),
-                sql.Identifier(info.live.schema),
-                sql.Identifier(info.live.name),
-                where,
+            plain = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns), info.source, where
             )
             return self.copy_out(plain)
-        masked = sanitized_select(info.live, self.rules[info.name])
+        masked: sql.Composable = sanitized_select(info.live, self.rules[info.name])
+        if info.partitioned:  # the masking SELECT reads FROM ONLY the table; a partitioned one's rows are elsewhere
+            masked = sql.SQL(masked.as_string(self.conn).replace(" FROM ONLY ", " FROM ", 1))
         if not (own and self.raw_own):
             return self.copy_out(sql.SQL("{} WHERE {}").format(masked, where))
         mine = self.only_this_user(info)
-        plain = sql.SQL("SELECT {} FROM ONLY {}.{} t WHERE ({}) AND {}").format(
+        plain = sql.SQL("SELECT {} FROM {} WHERE ({}) AND {}").format(
             sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns),
-            sql.Identifier(info.live.schema),
-            sql.Identifier(info.live.name),
+            info.source,
             where,
             mine,
         )
@@ -274,7 +272,7 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
         users.check(graph)
         rules = None
         if sanitize:
-            coverage = check_coverage(load_policy(settings), live_schema(conn, APP_SCHEMAS))
+            coverage = check_coverage(load_policy(settings), live_schema(conn, app_schemas(conn)))
             require_coverage(coverage)
             rules = coverage.rules
             require_kept_keys(graph, rules)

@@ -15,6 +15,7 @@ Foreign keys in a cycle are written as NULL first and set once every table is in
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -125,10 +126,9 @@ class Import:
         wanted = [tuple(str(decode_field(v)) for v in key) for key in set(keys) if NULL not in key]
         found: dict[Key, list[bytes]] = {}
         for start in range(0, len(wanted), BATCH):
-            query = sql.SQL("COPY (SELECT {} FROM ONLY {}.{} t WHERE {}) TO STDOUT").format(
+            query = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(
                 sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns),
-                sql.Identifier(info.live.schema),
-                sql.Identifier(info.live.name),
+                info.source,
                 matching(info, columns, wanted[start : start + BATCH]),
             )
             with self.conn.cursor().copy(query) as copy:
@@ -171,6 +171,18 @@ class Import:
     def ident(self, info: TableInfo, fields: list[bytes]) -> str:
         return "\t".join(fields[info.index(c)].decode() for c in info.primary_key)
 
+    def idents(self, info: TableInfo, rows: list[Pending]) -> list[str]:
+        """Each row's name in the memory: its primary key; without one, its line's hash and occurrence."""
+        if info.primary_key:
+            return [self.ident(info, r.old) for r in rows]
+        seen: dict[str, int] = {}
+        names = []
+        for row in rows:
+            digest = hashlib.sha256(b"\t".join(row.old)).hexdigest()[:32]
+            seen[digest] = seen.get(digest, 0) + 1
+            names.append(f"{digest}#{seen[digest]}")
+        return names
+
     def rename_user(self, info: TableInfo, row: Pending) -> None:
         assert self.new_key is not None
         row.new[info.index(self.users.key)] = encode_field(self.new_key)
@@ -183,9 +195,10 @@ class Import:
                 row.new[at] = encode_field(variant(value, self.new_key))
 
     def natural_keys(self, info: TableInfo) -> list[tuple[str, ...]]:
-        """UNIQUE sets, then the primary key where no sequence or uuid default makes it."""
+        """UNIQUE sets, then the primary key unless a sequence makes it (a uuid names the same thing anywhere)."""
         sets = list(info.uniques)
-        if info.primary_key and not any(c in info.generated for c in info.primary_key):
+        maker = info.key_maker
+        if info.primary_key and (maker is None or maker[1] == "uuid"):
             sets.append(info.primary_key)
         return sets
 
@@ -198,6 +211,7 @@ class Import:
             for fields in (line.split(b"\t") for line in data.rows[role])
         ]
         counts.rows = len(rows)
+        idents = self.idents(info, rows)
         is_users = name == self.users.table
         remembered = self.memory.of(name)
         if is_users and self.new_key is not None:
@@ -206,15 +220,14 @@ class Import:
                     self.rename_user(info, row)
         self.rewire(info, rows, deferred)
         target_of: dict[int, list[bytes]] = {}  # row index -> the target row it is (remembered, matched)
-        if info.primary_key and remembered:
-            pk = info.primary_key
-            hits = {
-                i: remembered[self.ident(info, r.old)]
-                for i, r in enumerate(rows)
-                if self.ident(info, r.old) in remembered
-            }
+        hits = {i: remembered[ident] for i, ident in enumerate(idents) if ident in remembered}
+        if hits and not info.primary_key:
+            for i in hits:  # a row without a key: the memory's word is all there is
+                rows[i].fate, target_of[i] = "remembered", rows[i].new
+                counts.remembered += 1
+        elif hits:
             keys = {i: tuple(v.encode() for v in text.split("\t")) for i, text in hits.items()}
-            found = self.lookup(info, pk, keys.values())
+            found = self.lookup(info, info.primary_key, keys.values())
             for i, key in keys.items():
                 if key in found:
                     rows[i].fate, target_of[i] = "remembered", found[key]
@@ -234,6 +247,8 @@ class Import:
                     rows[i].fate, target_of[i] = "matched", match
                     counts.matched += 1
         inserts = [i for i, r in enumerate(rows) if not r.fate]
+        if self.new_key is not None:
+            self.freshen_uniques(info, [rows[i] for i in inserts if rows[i].role == "owned"])
         self.make_keys(info, [rows[i] for i in inserts], counts)
         for i in inserts:
             rows[i].fate = "insert"
@@ -243,9 +258,8 @@ class Import:
             mapping = self.maps.setdefault((name, columns), {})
             for i, row in enumerate(rows):
                 mapping[tuple(row.old[j] for j in at)] = tuple(target_of[i][j] for j in at)
-        if info.primary_key:
-            for i, row in enumerate(rows):
-                remembered[self.ident(info, row.old)] = self.ident(info, target_of[i])
+        for i, ident in enumerate(idents):
+            remembered[ident] = self.ident(info, target_of[i]) if info.primary_key else ""
         for fk in deferred:
             if fk.table == name and info.primary_key:
                 at = [info.index(c) for c in fk.columns]
@@ -255,6 +269,24 @@ class Import:
                     if NULL not in (rows[i].old[j] for j in at)
                 ]
         self.insert(info, [rows[i].new for i in inserts])
+
+    def freshen_uniques(self, info: TableInfo, rows: list[Pending]) -> None:
+        """--as: the user's own rows whose UNIQUE text (a handle, a username) is taken in the target get it made
+        unique with the new key, as the user's row does; a set with no text column stays as it is."""
+        foreign = {c for fk in info.foreign_keys for c in fk.columns}
+        for unique in info.uniques:
+            texts = [info.index(c) for c in unique if c not in foreign and info.column(c).category == "S"]
+            if not texts or not rows:
+                continue
+            at = [info.index(c) for c in unique]
+            found = self.lookup(info, unique, (tuple(r.new[j] for j in at) for r in rows))
+            assert self.new_key is not None
+            for row in rows:
+                if tuple(row.new[j] for j in at) in found:
+                    for j in texts:
+                        value = decode_field(row.new[j])
+                        if value is not None:
+                            row.new[j] = encode_field(variant(value, self.new_key))
 
     def check_user(self, info: TableInfo, rows: list[Pending]) -> None:
         """The user brought in must not be someone the target already has (unless an earlier import brought them)."""
@@ -287,14 +319,13 @@ class Import:
 
     def make_keys(self, info: TableInfo, rows: list[Pending], counts: Counts) -> None:
         """Own keys where free; new ones (sequence or uuid) where they would collide."""
-        pk = info.primary_key
-        generator = info.generated.get(pk[0]) if len(pk) == 1 else None
-        if generator is None or not rows:
+        maker = info.key_maker
+        if maker is None or not rows:
             counts.kept += len(rows)
             return
-        at = info.index(pk[0])
-        wanted = [(r.new[at],) for r in rows]
-        taken = {k[0].decode() for k in self.lookup(info, pk, wanted)}
+        column, generator = maker
+        at = info.index(column)
+        taken = {k[0].decode() for k in self.lookup(info, (column,), [(r.new[at],) for r in rows])}
         used: set[str] = set(taken)
         clash: list[Pending] = []
         for row in rows:
@@ -303,12 +334,13 @@ class Import:
                 clash.append(row)
             else:
                 used.add(value)
-        maker = KeyMaker(self.conn, generator, self.writing)
+        keys = KeyMaker(self.conn, generator, self.writing)
         if clash and generator != "uuid":
-            kept = [int(r.new[at]) for r in rows if r not in clash]
+            clashing = {id(r) for r in clash}
+            kept = [int(r.new[at]) for r in rows if id(r) not in clashing]
             table = sql.SQL("{}.{}").format(sql.Identifier(info.live.schema), sql.Identifier(info.live.name))
-            maker.move_past(table, pk[0], max(kept, default=0))
-        for row, key in zip(clash, maker.make(len(clash), used), strict=True):
+            keys.move_past(table, column, max(kept, default=0))
+        for row, key in zip(clash, keys.make(len(clash), used), strict=True):
             row.new[at] = key.encode()
         counts.kept += len(rows) - len(clash)
         counts.new_keys += len(clash)

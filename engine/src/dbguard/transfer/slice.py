@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from psycopg import sql
+
 from dbguard.errors import Refused
 from dbguard.guard.connect import Connection
 from dbguard.refresh.rules import LiveColumn, LiveTable, live_schema
 from dbguard.settings import Settings
 
-APP_SCHEMAS = ("public",)
 SKIPPED = {"public.alembic_version"}
+NOT_APP = ("information_schema", "dbguard")  # besides pg_*: the catalog's and the tools' own schemas
 DEFAULT_USER_TABLE = "users"
 DEFAULT_USER_KEY = "email"
 
@@ -45,6 +47,23 @@ class TableInfo:
     not_null: set[str] = field(default_factory=set)
     generated: dict[str, str] = field(default_factory=dict)  # column -> its sequence, or "uuid"
     foreign_keys: list[ForeignKey] = field(default_factory=list)
+    partitioned: bool = False
+
+    @property
+    def source(self) -> sql.Composed:
+        """`<table> t` to select from: ONLY the table, except a partitioned one (its rows are in its partitions)."""
+        only = sql.SQL("") if self.partitioned else sql.SQL("ONLY ")
+        return sql.SQL("{}{}.{} t").format(only, sql.Identifier(self.live.schema), sql.Identifier(self.live.name))
+
+    @property
+    def key_maker(self) -> tuple[str, str] | None:
+        """The primary key's column that a new key can be made for, and how: its sequence, or "uuid"."""
+        for column in self.primary_key:
+            if column in self.generated:
+                return column, self.generated[column]
+        if len(self.primary_key) == 1 and self.column(self.primary_key[0]).base_type == "uuid":
+            return self.primary_key[0], "uuid"  # uuids made by the client: any fresh one will do
+        return None
 
     @property
     def name(self) -> str:
@@ -84,9 +103,26 @@ def qualify(name: str) -> str:
     return name if "." in name else f"public.{name}"
 
 
+def app_schemas(conn: Connection) -> tuple[str, ...]:
+    """Every schema but the catalog's and the tools' own."""
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%%' AND nspname <> ALL(%s) ORDER BY 1",
+        (list(NOT_APP),),
+    ).fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
 def read_graph(conn: Connection) -> Graph:
     """Tables, keys, unique sets, key generators and foreign keys of the app's schemas, from the catalog."""
-    tables = {t.qualified: TableInfo(t) for t in live_schema(conn, APP_SCHEMAS) if t.qualified not in SKIPPED}
+    schemas = app_schemas(conn)
+    tables = {t.qualified: TableInfo(t) for t in live_schema(conn, schemas) if t.qualified not in SKIPPED}
+    for row in conn.execute(
+        "SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'p' AND n.nspname = ANY(%s)",
+        (list(schemas),),
+    ).fetchall():
+        if str(row[0]) in tables:
+            tables[str(row[0])].partitioned = True
     rows = conn.execute(
         """
         SELECT format('%%s.%%s', n.nspname, c.relname), a.attname, a.attnotnull, a.attidentity,
@@ -96,7 +132,7 @@ def read_graph(conn: Connection) -> Graph:
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
         """,
-        (list(APP_SCHEMAS),),
+        (list(schemas),),
     ).fetchall()
     for table, column, not_null, _identity, sequence, default in rows:
         info = tables.get(str(table))
@@ -121,7 +157,7 @@ def read_graph(conn: Connection) -> Graph:
         WHERE con.contype IN ('p', 'u', 'f') AND n.nspname = ANY(%s)
         ORDER BY con.contype DESC, con.conname
         """,
-        (list(APP_SCHEMAS),),
+        (list(schemas),),
     ).fetchall()
     for name, kind, table, columns, parent, parent_columns in constraints:
         info = tables.get(str(table))

@@ -20,9 +20,10 @@ import re
 import sqlite3
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +316,7 @@ class Load:
     pg: Connection
     write: bool  # False for --dry-run: values and keys are checked, nothing is sent
     refusals: list[Refusal] = field(default_factory=list)
-    key_sets: dict[tuple[str, tuple[str, ...]], set[tuple[Any, ...]]] = field(default_factory=dict)
+    key_sets: dict[tuple[str, tuple[str, ...]], set[Any]] = field(default_factory=dict)  # one column: the value
 
 
 def _hashable(value: Any) -> Any:
@@ -332,7 +333,8 @@ def load_existing_keys(load: Load, plan: Plan, jobs: set[str]) -> None:
             query = sql.SQL("SELECT {} FROM {}").format(
                 sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema or "public", name)
             )
-            load.key_sets[parent, columns] = {tuple(r) for r in load.pg.execute(query)}
+            rows = load.pg.execute(query)
+            load.key_sets[parent, columns] = {r[0] for r in rows} if len(columns) == 1 else {tuple(r) for r in rows}
 
 
 def _rows(load: Load, job: TableJob) -> Iterator[tuple[Any, ...]]:
@@ -380,73 +382,95 @@ class _ServerRefused(Exception):
         self.refusal, self.row_number = refusal, row_number
 
 
+def _key_getter(at: list[int], columns: list[PgColumn]) -> Callable[[list[Any]], Any]:
+    """A row's key: the value itself for one column, a tuple for several (as `_existing_keys` reads them)."""
+    get = itemgetter(*at)
+    if any(columns[i].base in ("json", "jsonb") for i in at):
+        return lambda row: _hashable(get(row)) if len(at) == 1 else tuple(map(_hashable, get(row)))
+    return get
+
+
+def _null_in(at: list[int]) -> Callable[[Any], bool]:
+    """Whether a key (as `_key_getter` returns it) has a NULL: such a key is not checked, as in PostgreSQL."""
+    if len(at) == 1:
+        return lambda key: key is None
+    return lambda key: None in key
+
+
 def _attempt(
     load: Load, job: TableJob, plan: Plan, excluded: set[int], advance: Any
-) -> tuple[int, int, dict[tuple[str, tuple[str, ...]], set[tuple[Any, ...]]]]:
+) -> tuple[int, int, dict[tuple[str, tuple[str, ...]], set[Any]]]:
     table = job.source.name
     pg_columns = [pg for _, pg in job.pairs]
-    convert = [converter_for(pg) for pg in pg_columns]
+    checked = [converter_for(pg) for pg in pg_columns]
+    bare = [converter_for(pg, nullable=True) for pg in pg_columns]  # NULL handled inline on the fast path
+    not_null = [i for i, pg in enumerate(pg_columns) if pg.not_null]
+    null_in_required = _null_in(not_null) if not_null else (lambda _: False)
+    required = itemgetter(*not_null) if not_null else (lambda _: ())
     position = {pg.name: i for i, pg in enumerate(pg_columns)}
-    unique = [(k, [position[c] for c in k]) for k in job.target.keys if all(c in position for c in k)]
-    seen: list[set[tuple[Any, ...]]] = [set() for _ in unique]
+    sqlite_name = {pg.name: name for name, pg in job.pairs}
+
+    def getter(columns: tuple[str, ...]) -> tuple[Callable[[list[Any]], Any], Callable[[Any], bool]]:
+        at = [position[c] for c in columns]
+        return _key_getter(at, pg_columns), _null_in(at)
+
+    unique = [(k, *getter(k), set[Any]()) for k in job.target.keys if all(c in position for c in k)]
     parents = [
-        (fk, [position[c] for c in fk.columns], load.key_sets.get((fk.parent, fk.parent_columns), set()))
+        (fk, *getter(fk.columns), load.key_sets.get((fk.parent, fk.parent_columns), set()))
         for fk in job.checked_keys
         if all(c in position for c in fk.columns)
     ]
     for fk in job.target.foreign_keys:  # a table referencing itself: the keys its own rows carry
         if fk.parent == fk.table and all(c in position for c in (*fk.columns, *fk.parent_columns)):
-            parents.append((fk, [position[c] for c in fk.columns], _own_keys(load, job, fk, position, excluded)))
-    published = {
-        cols: [position[c] for c in cols]
-        for cols in plan.wanted.get(job.target.qualified, set())
-        if all(c in position for c in cols)
-    }
-    keys: dict[tuple[str, tuple[str, ...]], set[tuple[Any, ...]]] = {
-        (job.target.qualified, cols): set() for cols in published
-    }
+            parents.append((fk, *getter(fk.columns), _own_keys(load, job, fk, position, excluded)))
+    keys: dict[tuple[str, tuple[str, ...]], set[Any]] = {}
+    published = []
+    for cols in plan.wanted.get(job.target.qualified, set()):
+        if all(c in position for c in cols):
+            keys[job.target.qualified, cols] = found = set()
+            published.append((getter(cols)[0], found))
     refusals: list[Refusal] = []
     lines = array("q")  # COPY's line number -> the row's number in the file (rowid, or its place in the scan)
     imported = 0
     names = [pg.name for pg in pg_columns]
 
-    def check(number: int, values: tuple[Any, ...]) -> list[Any] | None:
-        row, bad = [], []
+    def misfits(number: int, values: tuple[Any, ...]) -> None:
         for i, value in enumerate(values):
             try:
-                row.append(convert[i](value))
+                checked[i](value)
             except Misfit as misfit:
-                bad.append(Refusal(table, str(number), job.pairs[i][0], misfit.reason))
-        if not bad:
-            for (columns, at), found in zip(unique, seen, strict=True):
-                key = tuple(_hashable(row[i]) for i in at)
-                if None in key:
-                    continue
-                if key in found:
-                    bad.append(
-                        Refusal(table, str(number), ", ".join(columns), f"a second row with key {key_text(key)}")
-                    )
-                    break
-            for fk, at, present in parents:
-                key = tuple(row[i] for i in at)
-                if None not in key and key not in present:
-                    bad.append(
-                        Refusal(
-                            table,
-                            str(number),
-                            ", ".join(job.pairs[i][0] for i in at),
-                            f"{key_text(key)} is not a key of {fk.parent} ({', '.join(fk.parent_columns)})",
-                        )
-                    )
-        if bad:
-            refusals.extend(bad)
+                refusals.append(Refusal(table, str(number), job.pairs[i][0], misfit.reason))
+
+    def check(number: int, values: tuple[Any, ...]) -> list[Any] | None:
+        try:
+            row = [None if v is None else c(v) for c, v in zip(bare, values, strict=True)]
+        except Misfit:
+            misfits(number, values)
             return None
-        for (_, at), found in zip(unique, seen, strict=True):
-            key = tuple(_hashable(row[i]) for i in at)
-            if None not in key:
+        if null_in_required(required(row)):
+            misfits(number, values)
+            return None
+        for columns, get, null_in, found in unique:
+            key = get(row)
+            if not null_in(key) and key in found:
+                reason = f"a second row with key {key_text(key)}"
+                refusals.append(Refusal(table, str(number), ", ".join(columns), reason))
+                return None
+        bad = False
+        for fk, get, null_in, present in parents:
+            key = get(row)
+            if not null_in(key) and key not in present:
+                reason = f"{key_text(key)} is not a key of {fk.parent} ({', '.join(fk.parent_columns)})"
+                refusals.append(Refusal(table, str(number), ", ".join(sqlite_name[c] for c in fk.columns), reason))
+                bad = True
+        if bad:
+            return None
+        for _, get, null_in, found in unique:
+            key = get(row)
+            if not null_in(key):
                 found.add(key)
-        for cols, at in published.items():
-            keys[job.target.qualified, cols].add(tuple(row[i] for i in at))
+        for get, found in published:
+            found.add(get(row))
         return row
 
     def accepted() -> Iterator[list[Any]]:
@@ -486,9 +510,7 @@ def _attempt(
     return imported, len({r.row for r in refusals}), keys
 
 
-def _own_keys(
-    load: Load, job: TableJob, fk: ForeignKey, position: dict[str, int], excluded: set[int]
-) -> set[tuple[Any, ...]]:
+def _own_keys(load: Load, job: TableJob, fk: ForeignKey, position: dict[str, int], excluded: set[int]) -> set[Any]:
     """The values of `fk`'s referenced columns in the table's own rows (those whose values fit)."""
     at = [position[c] for c in fk.parent_columns]
     convert = [converter_for(job.pairs[i][1]) for i in at]
@@ -497,14 +519,15 @@ def _own_keys(
         if (rowid if rowid is not None else count) in excluded:
             continue
         try:
-            found.add(tuple(c(values[i]) for c, i in zip(convert, at, strict=True)))
+            key = tuple(c(values[i]) for c, i in zip(convert, at, strict=True))
         except Misfit:
             continue
+        found.add(key[0] if len(key) == 1 else key)
     return found
 
 
-def key_text(key: tuple[Any, ...]) -> str:
-    return ", ".join(str(getattr(v, "obj", v)) for v in key)
+def key_text(key: Any) -> str:
+    return ", ".join(str(getattr(v, "obj", v)) for v in (key if isinstance(key, tuple) else (key,)))
 
 
 def _server_refusal(exc: psycopg.Error, table: str, lines: array[int]) -> _ServerRefused:

@@ -195,15 +195,19 @@ def _json(column: PgColumn) -> Convert:
         if isinstance(value, str | bytes):
             text = _text_of(value, column)
             try:
-                parsed = json.loads(text, parse_constant=_no_constant)
+                json.loads(text, parse_constant=_no_constant)
             except ValueError:
                 raise Misfit(f"{describe(value)} is not JSON") from None
             if column.base == "jsonb" and "\\u0000" in text:
                 raise _misfit(value, column, "jsonb cannot hold \\u0000")
-            return wrap(parsed)
+            return wrap(text, dumps=_as_is)  # the text checked, sent as it is (json keeps it byte for byte)
         raise _misfit(value, column)
 
     return convert
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def _no_constant(name: str) -> Any:
@@ -265,6 +269,10 @@ def moment(value: Any) -> datetime | None:
             return None
     if not isinstance(value, str):
         return None
+    try:
+        return datetime.fromisoformat(value)  # the common case, first
+    except ValueError:
+        pass
     text = value.strip()
     if INTEGER_TEXT.fullmatch(text):
         return moment(int(text))
@@ -359,9 +367,13 @@ CONVERTERS: dict[str, Callable[[PgColumn], Convert]] = {
 }
 
 
-def converter_for(column: PgColumn) -> Convert:
-    """The converter of one column: NULL checked against NOT NULL, then the type's own rules."""
+def converter_for(column: PgColumn, *, nullable: bool = False) -> Convert:
+    """The converter of one column: NULL checked against NOT NULL, then the type's own rules.
+
+    `nullable`: the bare converter, for a caller that handles NULL itself (it is never handed None)."""
     convert = CONVERTERS.get(column.base, _as_text)(column)
+    if nullable:
+        return convert
     not_null = column.not_null
 
     def checked(value: Any) -> Any:
