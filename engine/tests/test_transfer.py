@@ -335,3 +335,112 @@ def test_a_user_in_a_foreign_key_cycle(stg_and_int: Tiers, tmp_path: Path) -> No
             pointing += value is not None
         assert pointing > 0
     assert keys["users"][str(uid)] in {str(i) for i in rows_by_id(tiers.urls[Tier.INT], "users")}
+
+
+SHAPES_FILL = """
+INSERT INTO users (id, email, username, api_token, display_name) SELECT gen_random_uuid(), 'cook' || i || '@mail.test',
+  'cook' || i, 'token-' || i, 'Cook ' || i FROM generate_series(1, 8) i;
+UPDATE users SET invited_by_id = (SELECT id FROM users WHERE username = 'cook1') WHERE username <> 'cook1';
+INSERT INTO recipes (author_id, title, difficulty, prep_minutes, cook_minutes, tags, nutrition)
+  SELECT u.id, 'Recipe ' || u.username || '-' || k, 'medium', 10 * k, 20, ARRAY['quick', 'tab' || chr(9) || k],
+  '{"kcal": 500}' FROM users u, generate_series(1, 3) k;
+UPDATE users u SET favorite_recipe_id = (SELECT r.id FROM recipes r WHERE r.author_id <> u.id ORDER BY r.title LIMIT 1);
+INSERT INTO ingredients (name) SELECT 'ingredient ' || i FROM generate_series(1, 5) i;
+INSERT INTO recipe_ingredients (recipe_id, position, ingredient_id, quantity, unit)
+  SELECT r.id, k, (SELECT id FROM ingredients WHERE name = 'ingredient ' || k), 1.5, 'g'
+  FROM recipes r, generate_series(1, 3) k;
+INSERT INTO recipe_bookmarks (user_id, recipe_id, saved_at, note)
+  SELECT u.id, r.id, '2026-01-01 08:00', 'try it' FROM users u JOIN recipes r ON r.author_id <> u.id
+  WHERE r.title LIKE '%-1';
+INSERT INTO social_accounts (user_id, provider, handle) SELECT id, 'github', username FROM users;
+INSERT INTO kitchen.meal_plans (user_id, recipe_id, plan_date, meal_time, servings)
+  SELECT u.id, r.id, '2026-02-01', '12:30', 2 FROM users u JOIN recipes r ON r.author_id = u.id;
+INSERT INTO cooking_log (cooked_on, user_id, recipe_id, rating, notes)
+  SELECT date '2025-12-30' + k, u.id, r.id, 4, 'good' FROM users u JOIN recipes r ON r.author_id <> u.id,
+  generate_series(1, 2) k WHERE r.title LIKE '%-2';
+"""
+SHAPES_TABLES = (
+    "users",
+    "recipes",
+    "ingredients",
+    "recipe_ingredients",
+    "recipe_bookmarks",
+    "social_accounts",
+    "kitchen.meal_plans",
+    "cooking_log",
+)
+
+
+def test_shapes_uuid_keys_a_cycle_no_primary_key_partitions_and_a_second_schema(tiers: Tiers, tmp_path: Path) -> None:
+    """The schema-generality fixture: exported from STG and imported into STG itself under a new key (every key,
+    uuid and identity, and every unique value collides), again (nothing changes), and into an empty INT."""
+    from dataclasses import replace
+
+    from dbguard.migrations.schema import sa_connection, upgrade
+
+    from tests.support.project import SHAPES_ROOT
+
+    settings = replace(tiers.settings, root=SHAPES_ROOT)
+    for tier in (Tier.STG, Tier.INT):
+        with sa_connection(tiers.target(tier)) as conn, conn.begin():
+            upgrade(settings, conn, "head")
+    tiers.sql(Tier.STG, SHAPES_FILL)
+    env = env_for(tiers, tmp_path)
+
+    def run(*args: str) -> str:
+        proc = invoke_cli(*args, env=env, cwd=SHAPES_ROOT)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    def state(tier: Tier) -> dict[str, str]:
+        return {
+            t: tiers.sql(
+                tier, f"SELECT count(*) || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM {t} x"
+            )
+            for t in SHAPES_TABLES
+        }
+
+    out = tmp_path / "cook3.tar"
+    run("db.export-user", "--env", "stg", "--user", "cook3@mail.test", "--out", str(out))
+    run("db.import-user", "--env", "stg", "--from", str(out), "--as", "cook3.copy@mail.test")
+
+    def of(email: str, query: str) -> str:
+        return tiers.sql(Tier.STG, query.replace("$U", f"(SELECT id FROM users WHERE email = '{email}')"))
+
+    old, new = "cook3@mail.test", "cook3.copy@mail.test"
+    assert of(new, "SELECT username || ' ' || api_token FROM users WHERE id = $U") == (
+        "cook3-cook3-copy-mail-test token-3-cook3-copy-mail-test"
+    )
+    for query in (
+        "SELECT count(*) FROM recipes WHERE author_id = $U",
+        "SELECT string_agg(title || tags::text || total_minutes, ',' ORDER BY title) FROM recipes WHERE author_id = $U",
+        "SELECT count(*) FROM recipe_ingredients ri JOIN recipes r ON r.id = ri.recipe_id WHERE r.author_id = $U",
+        "SELECT count(*) || string_agg(note, ',') FROM recipe_bookmarks WHERE user_id = $U",
+        "SELECT count(*) FROM kitchen.meal_plans WHERE user_id = $U",
+        "SELECT count(*) || string_agg(cooked_on::text, ',' ORDER BY cooked_on) FROM cooking_log WHERE user_id = $U",
+        "SELECT invited_by_id FROM users WHERE id = $U",  # cook1, matched by natural key: the same row
+        "SELECT favorite_recipe_id FROM users WHERE id = $U",  # someone else's recipe: the same row
+    ):
+        assert of(new, query) == of(old, query), query
+    assert of(new, "SELECT handle FROM social_accounts WHERE user_id = $U") == "cook3-cook3-copy-mail-test"
+    # the copy's own recipes are new rows with new uuids; its meal plans point at them, not at the original's
+    assert of(
+        new,
+        "SELECT count(*) FROM kitchen.meal_plans m JOIN recipes r ON r.id = m.recipe_id "
+        "WHERE m.user_id = $U AND r.author_id = $U",
+    ) == of(old, "SELECT count(*) FROM recipes WHERE author_id = $U")
+    assert tiers.sql(Tier.STG, "SELECT count(*) FROM users") == "9"  # only the copy is new; co-workers matched
+
+    again = state(Tier.STG)
+    assert "(nothing changed)" in run("db.import-user", "--env", "stg", "--from", str(out), "--as", new)
+    assert state(Tier.STG) == again
+
+    run("db.import-user", "--env", "int", "--from", str(out))
+    for query in (
+        "SELECT count(*) FROM recipes WHERE author_id = $U",
+        "SELECT count(*) FROM cooking_log WHERE user_id = $U",
+        "SELECT count(*) FROM recipe_bookmarks WHERE user_id = $U",
+        "SELECT id FROM users WHERE id = $U",  # uuids free in INT: kept
+    ):
+        q = query.replace("$U", f"(SELECT id FROM users WHERE email = '{old}')")
+        assert tiers.sql(Tier.INT, q) == tiers.sql(Tier.STG, q), query
