@@ -278,9 +278,15 @@ def test_a_failed_concurrent_index_is_reported_by_migrate_status_and_the_ladder_
     assert "STG: 1 INVALID index(es) left by a failed concurrent build: public.ux_orders_customer_total" in (
         status.stdout + status.stderr
     )
+    # the ladder, with the revision taken back out for a rework: STG still holds what the failed build left
+    revision = app.migrations_dir / "versions" / "0010_test.py"
+    text = revision.read_text()
+    revision.unlink()
     result = ladder(app)
-    assert check(result, "no INVALID index")[0].startswith(FAIL)
-    assert 'DROP INDEX CONCURRENTLY "public"."ux_orders_customer_total"' in check(result, "no INVALID index")[0]
+    (stg,) = [f"{c.status}: {c.detail}" for c in result.checks if c.rung == "3 STG clone" and "INVALID" in c.name]
+    assert stg.startswith(FAIL) and 'DROP INDEX CONCURRENTLY "public"."ux_orders_customer_total"' in stg
+    assert not result.gate_open
+    revision.write_text(text)
 
     # the recovery the line names: drop the index, remove the duplicates, migrate again
     tiers.sql(Tier.STG, "DROP INDEX CONCURRENTLY public.ux_orders_customer_total")
@@ -337,3 +343,33 @@ def test_db_revision_and_the_pytest_plugins_template_build_through_autocommit_bl
     proc = invoke_cli("db.revision", "-m", "nothing new", env=env, cwd=app.root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [p.name for p in (app.migrations_dir / "versions").glob("*nothing_new*.py")]
+
+
+def test_the_ladder_fails_its_prod_check_on_an_invalid_index_left_on_prod(app: Settings, tiers: Tiers) -> None:
+    """Read-only, as every PROD check: the failed build's leftover is named with its recovery."""
+    at(app, tiers, Tier.PROD, HEAD)
+    with psycopg.connect(tiers.owner_url(Tier.PROD), autocommit=True) as conn:
+        conn.execute("INSERT INTO customers (email, full_name) VALUES ('a@shop.example', 'A'), ('b@shop.example', 'A')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ux_customers_full_name ON customers (full_name)")
+    result = ladder(app)
+    (prod,) = [f"{c.status}: {c.detail}" for c in result.checks if c.rung == "4 PROD check" and "INVALID" in c.name]
+    assert prod.startswith(FAIL)
+    assert "public.ux_customers_full_name on customers" in prod
+    assert 'DROP INDEX CONCURRENTLY "public"."ux_customers_full_name"), then invoke db.migrate --env prod' in prod
+    assert not result.gate_open
+
+
+def test_every_new_migration_message_is_in_the_troubleshooting_page() -> None:
+    page = (PROJECTS.parents[2] / "docs" / "troubleshooting.md").read_text()
+    for fragment in (
+        "upgrade to REV failed: ...; 'x' is at REV0",
+        "INVALID index(es) left by a failed concurrent build",
+        "no INVALID index left by a failed concurrent build",
+        "a table stayed busy beyond lock_timeout=",
+        "a table stayed locked by other sessions through N tries",
+        "a revision steps outside its transaction (autocommit_block), which this run cannot do",
+        "fill-standin on PROD is not allowed: PROD here is 'x', reached through PROD_DATABASE_URL",
+        "MIGRATION_LOCK_RETRIES",
+    ):
+        assert fragment in page, fragment
