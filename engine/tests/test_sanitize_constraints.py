@@ -312,3 +312,22 @@ def test_fakes_that_repeat_in_a_unique_key_are_drawn_again_deterministically(loc
             conn.execute("CREATE UNIQUE INDEX ON people (lower(login))")  # what the copy builds next
             results.append(rows)
     assert results[0] == results[1]
+
+
+def test_the_ladder_checks_the_rules_against_prods_live_constraints(prod_with_accounts: Tiers, tmp_path: Path) -> None:
+    from tests.test_ladder import check, migrations_copy, run
+
+    tiers = prod_with_accounts
+    policy = tmp_path / "policy.toml"
+    policy.write_text(BREAKING)
+    settings = tiers.settings.with_values(MIGRATIONS_DIR=str(migrations_copy(tmp_path)), SANITIZE_POLICY=str(policy))
+    ladder = run(settings)
+    [row] = check(ladder, "the sanitizing rules keep the constraints at head")  # the models' schema: kept
+    assert re.fullmatch(r"pass: NOT NULL columns and \d+ unique, check and foreign key constraints kept", row), row
+    [row] = check(ladder, "the sanitizing rules keep PROD's constraints")
+    assert row.startswith("fail: public.accounts.token: rule 'null' would break NOT NULL -> use 'secret' ("), row
+    assert "public.accounts.username: rule 'name' would break UNIQUE accounts_username_key (username)" in row
+    assert row.endswith("; 1 more (invoke db.sanitize-check)")
+    policy.write_text(BUILT_INS)
+    [row] = check(run(settings), "the sanitizing rules keep PROD's constraints")
+    assert row.startswith("pass: NOT NULL columns and"), row

@@ -20,6 +20,7 @@ class PII(StrEnum):
     NONE = "none"  # not personal: keep as is
     EMAIL = "email"
     NAME = "name"
+    USERNAME = "username"  # a handle or login: its fakes stay unique (a UNIQUE column takes this, not NAME)
     PHONE = "phone"
     ADDRESS = "address"
     FREE_TEXT = "free_text"  # prose a person wrote: may contain anything

@@ -77,6 +77,7 @@ from dbguard.migrations.history import (
 from dbguard.migrations.schema import downgrade, error_line, raw, upgrade
 from dbguard.ownership import missing as ownership_missing
 from dbguard.pii import pii_of
+from dbguard.refresh.constraints import kept_on
 from dbguard.refresh.rules import check_coverage, live_schema, load_policy
 from dbguard.roles.apply import carry_roles_into
 from dbguard.seeding.runner import make_plan, seed_database
@@ -281,6 +282,7 @@ def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder, server
             not missing,
             "all classified" if not missing else "unclassified: " + ", ".join(missing),
         )
+        ladder.add(rung, "the sanitizing rules keep the constraints at head", *kept_on(scratch, settings))
         unowned = ownership_missing(settings.project.metadata)  # dbguard.ownership: who writes, who reads
         ladder.add(
             rung,
@@ -420,6 +422,7 @@ def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clear
     current = facts.revision
     ladder.add(rung, "PROD reachable through a read-only session", read_only == ("on",), prod.masked())
     check_invalid_indexes(ladder, rung, prod, "prod")
+    ladder.add(rung, "the sanitizing rules keep PROD's constraints", *kept_on(prod, settings))
     if current is not None:
         try:
             known = script.get_revision(current)

@@ -28,11 +28,22 @@ import psycopg
 from psycopg import sql
 
 from dbguard.cli.console import Output
-from dbguard.errors import Failed, Refused
+from dbguard.errors import Failed, OpsError, Refused
 from dbguard.guard.cleared import Cleared
 from dbguard.guard.connect import Connection
 from dbguard.refresh.expressions import KEY, SanitizeKey, fake, longest, sanitized_select, shortest_room
-from dbguard.refresh.rules import UNIQUE_KINDS, Coverage, LiveColumn, LiveConstraint, LiveTable, MaskRule
+from dbguard.refresh.rules import (
+    UNIQUE_KINDS,
+    Coverage,
+    LiveColumn,
+    LiveConstraint,
+    LiveTable,
+    MaskRule,
+    check_coverage,
+    live_schema,
+    load_policy,
+)
+from dbguard.settings import Settings
 
 CHECK_SAMPLE = 1000  # PROD rows a CHECK is evaluated on, per table
 SECRET_TYPES = {"bytea", "uuid"}  # besides text: the types a secret is made for
@@ -226,6 +237,23 @@ def constraint_conflicts(source: Cleared, tables: list[LiveTable], coverage: Cov
     with source.connect(read_only=True, options=throwaway_key().options) as conn:
         found += check_conflicts(conn, tables, coverage)
     return found
+
+
+def kept_on(source: Cleared, settings: Settings) -> tuple[bool, str]:
+    """The ladder's row: do the sanitizing rules keep `source`'s constraints? (ok, detail)"""
+    try:
+        with source.connect(read_only=True, options=throwaway_key().options) as conn:
+            tables = live_schema(conn, ("public",))
+            coverage = check_coverage(load_policy(settings), tables)
+            conflicts = static_conflicts(tables, coverage) + check_conflicts(conn, tables, coverage)
+    except OpsError as exc:
+        return False, exc.one_line()
+    if not conflicts:
+        kept = sum(len(t.constraints) for t in tables if t.qualified in coverage.rules)
+        return True, f"NOT NULL columns and {kept} unique, check and foreign key constraints kept"
+    return False, "; ".join(c.line() for c in conflicts[:3]) + (
+        f"; {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+    ) + " (invoke db.sanitize-check)"
 
 
 def throwaway_key() -> SanitizeKey:

@@ -46,6 +46,7 @@ FROM_PII = {
     PII.NONE: "keep",
     PII.EMAIL: "email",
     PII.NAME: "name",
+    PII.USERNAME: "username",
     PII.PHONE: "phone",
     PII.ADDRESS: "address",
     PII.FREE_TEXT: "free_text",
