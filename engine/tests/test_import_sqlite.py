@@ -262,6 +262,9 @@ def test_each_quirk_that_does_not_fit_names_its_row_column_and_reason(
         d=(7, 1, None, "gh", 5, 1, None, None, None, None, None, None, "2024-03-01 10:00:00", None, None),
     )
     path = make_sqlite(tmp_path / "misfits.db", QUIRKS_SQLITE, rows)
+    with sqlite3.connect(path) as lite:  # SQLite keeps TEXT that is not UTF-8 as it was given
+        lite.execute("UPDATE people SET code = CAST(x'fffe' AS TEXT) WHERE id = 7")
+    lite.close()
     result = run(tiers.settings, "import-sqlite", "int", robot(), import_body(path))
     assert result.code == EXIT_FAILED
     cells = cells_of(result.stdout)
@@ -283,6 +286,7 @@ def test_each_quirk_that_does_not_fit_names_its_row_column_and_reason(
         ["people", "5", "ratio", "text 'x' in real column"],
         ["people", "6", "score", "integer 1000 out of range for numeric(5,2)"],
         ["people", "6", "active", "NULL in a NOT NULL column"],
+        ["people", "7", "code", "text that is not UTF-8 (2 bytes) in character varying(5) column"],
         ["people", "7", "born", "text '2024-03-01 10:00:00' in date column (it has a time of day the date would drop)"],
     ]
     assert tiers.sql(Tier.INT, "SELECT count(*) FROM people") == "0"

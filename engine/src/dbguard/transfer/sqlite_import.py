@@ -40,16 +40,12 @@ from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision, pending_revisions
 from dbguard.migrations.schema import APP_SCHEMAS
 from dbguard.seeding.copy_types import binary_capable
-from dbguard.transfer.sqlite_types import INTEGER_NAMES, Misfit, PgColumn, converter_for
+from dbguard.transfer.sqlite_types import INTEGER_NAMES, Misfit, NotUtf8, PgColumn, converter_for
 
 SKIPPED_TABLES = frozenset({"alembic_version"})  # each database's own migration bookkeeping
 SERVER_RETRIES = 20  # rows PostgreSQL itself may refuse in one table before the import stops looking
 SHOWN_MISFITS = 50
 COPY_LINE = re.compile(r"COPY [^,]+, line (\d+)")
-
-
-class NotUtf8(bytes):
-    """A SQLite TEXT value whose bytes are not UTF-8."""
 
 
 def _text_factory(data: bytes) -> str | bytes:
@@ -165,7 +161,6 @@ def open_sqlite(path: Path) -> sqlite3.Connection:
         raise Refused(f"no SQLite file at {path}", "pass --from the app's .db file (a path that exists)")
     try:
         conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-        conn.text_factory = _text_factory
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise Refused(f"{path} is not a SQLite database ({exc})", "pass --from the app's .db file") from None
@@ -317,6 +312,7 @@ class Load:
     write: bool  # False for --dry-run: values and keys are checked, nothing is sent
     refusals: list[Refusal] = field(default_factory=list)
     key_sets: dict[tuple[str, tuple[str, ...]], set[Any]] = field(default_factory=dict)  # one column: the value
+    not_utf8: set[str] = field(default_factory=set)  # SQLite tables holding text that is not UTF-8
 
 
 def _hashable(value: Any) -> Any:
@@ -338,12 +334,25 @@ def load_existing_keys(load: Load, plan: Plan, jobs: set[str]) -> None:
 
 
 def _rows(load: Load, job: TableJob) -> Iterator[tuple[Any, ...]]:
+    """The table's rows (its row number first). Text is read by SQLite's own decoder; a table holding text
+    that is not UTF-8 is read again (`_Reread`) with one that hands such text on as `NotUtf8`."""
     source = job.source
     columns = ", ".join(quoted(c) for c, _ in job.pairs) or "NULL"
     key = "rowid" if source.has_rowid else "NULL"
     order = " ORDER BY rowid" if source.has_rowid else ""
+    load.sqlite.text_factory = _text_factory if source.name in load.not_utf8 else str
     with closing(load.sqlite.execute(f"SELECT {key}, {columns} FROM {quoted(source.name)}{order}")) as cursor:
-        yield from cursor
+        try:
+            yield from cursor
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc) or source.name in load.not_utf8:
+                raise
+            load.not_utf8.add(source.name)
+            raise _Reread from None
+
+
+class _Reread(Exception):
+    """The table holds text that is not UTF-8: its attempt starts again, reading text value by value."""
 
 
 def load_table(load: Load, job: TableJob, plan: Plan, advance: Any) -> None:
@@ -354,6 +363,8 @@ def load_table(load: Load, job: TableJob, plan: Plan, advance: Any) -> None:
     while True:
         try:
             outcome = _attempt(load, job, plan, excluded, advance)
+        except _Reread:
+            continue
         except _ServerRefused as exc:
             load.refusals.append(exc.refusal)
             job.refused += 1
@@ -427,7 +438,8 @@ def _attempt(
     published = []
     for cols in plan.wanted.get(job.target.qualified, set()):
         if all(c in position for c in cols):
-            keys[job.target.qualified, cols] = found = set()
+            found: set[Any] = set()
+            keys[job.target.qualified, cols] = found
             published.append((getter(cols)[0], found))
     refusals: list[Refusal] = []
     lines = array("q")  # COPY's line number -> the row's number in the file (rowid, or its place in the scan)

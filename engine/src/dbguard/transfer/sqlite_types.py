@@ -50,6 +50,10 @@ class Misfit(ValueError):
         self.reason = reason
 
 
+class NotUtf8(bytes):
+    """A SQLite TEXT value whose bytes are not UTF-8 (SQLite stores what it is given)."""
+
+
 @dataclass(frozen=True)
 class PgColumn:
     """A column of the PostgreSQL table, as its catalog says (domains resolved to their base type)."""
@@ -67,6 +71,8 @@ def describe(value: Any) -> str:
     """A SQLite value as the report shows it: its storage class and a short form of it."""
     if value is None:
         return "NULL"
+    if isinstance(value, NotUtf8):
+        return f"text that is not UTF-8 ({len(value)} bytes)"
     if isinstance(value, bytes):
         return f"blob of {len(value)} bytes"
     if isinstance(value, int):
@@ -86,7 +92,7 @@ def _text_of(value: Any, column: PgColumn) -> str:
         try:
             return value.decode()
         except UnicodeDecodeError:
-            raise _misfit(value, column, "not UTF-8 text") from None
+            raise _misfit(value, column, "" if isinstance(value, NotUtf8) else "not UTF-8 text") from None
     return value if isinstance(value, str) else str(value)
 
 
