@@ -167,13 +167,13 @@ def main() -> int:
                 "copy": (lambda: plain_copy(tiers.urls[Tier.INT], path), []),
                 "insert": (lambda: insert_script(tiers.urls[Tier.INT], path), []),
             }
-            fresh(tiers, template)  # a warm-up of each side: caches, catalogs, imports
-            for name, (side, _) in sides.items():
+            # a warm-up of each side (caches, catalogs, imports), then interleaved rounds
+            for side, _ in sides.values():
                 fresh(tiers, template)
                 side()
             seen = set()
             for _ in range(args.rounds):
-                for name, (side, times) in sides.items():
+                for side, times in sides.values():
                     fresh(tiers, template)
                     times.append(side())
                     seen.add(counts(tiers))
