@@ -35,6 +35,7 @@ SKELETON = (
     "docker/initdb/10-tiers.sql",
     "docs/migrations.md",
     "docs/operations.md",
+    "docs/sanitizing.md",
     "docs/troubleshooting.md",
     "docs/updating.md",
     "migrations/env.py",

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from dbguard.guard.tiers import Tier
 from dbguard.refresh.constraints import redraw_duplicates
-from dbguard.refresh.expressions import KEY, KEY_SETTING, fake, keyed_hash
+from dbguard.refresh.expressions import KEY, KEY_SETTING, fake, keyed_hash, sanitized_select
 from dbguard.refresh.failures import RETRY_FIX, refresh_failed
 from dbguard.refresh.rules import Coverage, LiveColumn, LiveConstraint, LiveTable, MaskRule
 from psycopg import sql
@@ -331,3 +331,24 @@ def test_the_ladder_checks_the_rules_against_prods_live_constraints(prod_with_ac
     policy.write_text(BUILT_INS)
     [row] = check(run(settings), "the sanitizing rules keep PROD's constraints")
     assert row.startswith("pass: NOT NULL columns and"), row
+
+
+def test_emails_that_differ_only_in_case_get_their_own_fakes(local_server: ThrowawayCluster) -> None:
+    """Two rows under a case-sensitive UNIQUE (email) stay apart; an email already in lower case keeps the fake
+    it always had (the hash of the value itself)."""
+    table = LiveTable(
+        "pg_temp",
+        "mails",
+        (LiveColumn("id", "integer", "N", "int4", True), LiveColumn("email", "text", "S", "text")),
+        ("id",),
+    )
+    rules = {"id": MaskRule("keep"), "email": MaskRule("email")}
+    with _keyed(local_server) as conn:
+        conn.execute("CREATE TEMP TABLE mails (id int PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO mails VALUES (1, 'Ann@x.org'), (2, 'ann@x.org'), (3, ' ann@x.org'), (4, NULL)")
+        query = sql.SQL("SELECT id, email FROM ({}) s").format(sanitized_select(table, rules))
+        fakes: dict[int, str | None] = {int(i): e for i, e in conn.execute(query)}
+        assert fakes[4] is None and len({fakes[1], fakes[2], fakes[3]}) == 3
+        h = keyed_hash(sql.SQL("'ann@x.org'")).as_string(None)
+        row = conn.execute(f"SELECT {fake('email', 'v', 'k.h')} FROM (SELECT {h} AS h) k").fetchone()
+        assert row == (fakes[2],)

@@ -51,7 +51,7 @@ VALUE_DERIVED = {"keep", "email", "username", "name", "phone", "address", "ip", 
 REDRAWN_KINDS = {"email", "username", "secret"}  # what the copy's check draws again when a unique key coincides
 FIX = (
     "give those columns the rules named, in the SANITIZE_POLICY file or as PII classes in app/models.py "
-    "(docs/operations.md, Sanitizing); check with: invoke db.sanitize-check"
+    "(docs/sanitizing.md); check with: invoke db.sanitize-check"
 )
 
 
