@@ -312,16 +312,30 @@ def test_the_stairway_describes_a_concurrent_build_that_fails(app: Settings) -> 
     assert "public.ux_orders_customer_total on orders)" in failed
 
 
-def test_a_step_outside_a_transaction_inside_a_callers_transaction_is_one_line(app: Settings, tiers: Tiers) -> None:
-    """db.reset's in-place rebuild migrates inside its own transaction: an autocommit block is refused in one
-    line, not Alembic's bare AssertionError, and INT keeps its old contents."""
+def test_db_reset_rebuilds_int_and_stg_through_autocommit_blocks(app: Settings, tiers: Tiers) -> None:
+    """STG is built in a scratch database and swapped in (the swap keeps it whole); INT in place tries one
+    transaction, which an autocommit block rolls back whole, then rebuilds in steps and says so."""
     from dbguard.seeding.reset import reset_task
 
+    for env, tier in (("int", Tier.INT), ("stg", Tier.STG)):
+        at(app, tiers, tier, "0001")
+        result = run(app, "reset", env, robot(), lambda ctx: reset_task(ctx, scenario="minimal"))
+        assert result.code == 0, result.text
+        assert revision_of(tiers, tier) == HEAD
+        assert tiers.sql(tier, VALID_INDEX) == "t" and tiers.sql(tier, "SELECT count(*) FROM orders") == "6"
+        assert ("INT is rebuilt in steps, not in one transaction" in result.text) is (tier is Tier.INT)
+
+
+def test_inside_a_callers_transaction_a_step_outside_it_is_one_line_and_changes_nothing(
+    app: Settings, tiers: Tiers
+) -> None:
+    from dbguard.errors import Failed
+    from dbguard.migrations.schema import sa_connection, upgrade
+
     at(app, tiers, Tier.INT, "0001")
-    result = run(app, "reset", "int", robot(), reset_task)
-    assert result.code == 1
-    assert "a revision steps outside its transaction (autocommit_block), which this run cannot do" in result.text
-    assert "AssertionError" not in result.text
+    with pytest.raises(Failed) as refused, sa_connection(tiers.target(Tier.INT)) as conn, conn.begin():
+        upgrade(app, conn, "head")
+    assert "a revision steps outside its transaction (autocommit_block), which this run cannot do" in str(refused.value)
     assert revision_of(tiers, Tier.INT) == "0001"
 
 

@@ -90,11 +90,15 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+class StepsOutside(Failed):
+    """A revision's autocommit block, met inside a caller's transaction (rolled back whole: nothing changed)."""
+
+
 def refuse_autocommit_blocks(context: MigrationContext) -> None:
     """Inside a caller's transaction, a step outside it cannot run: one line instead of Alembic's AssertionError."""
 
     def refused(*args: Any, **kwargs: Any) -> Any:
-        raise Failed(
+        raise StepsOutside(
             "a revision steps outside its transaction (autocommit_block), which this run cannot do: it "
             "migrates inside its own transaction to stay all-or-nothing",
             "migrate the database first (invoke db.migrate), or rebuild a tier that keeps an undo point "

@@ -25,7 +25,7 @@ from dbguard.failpoints import failpoint
 from dbguard.guard.locks import exclusive
 from dbguard.guard.stamp import write_stamp
 from dbguard.migrations.history import current_revision, head, pending_revisions
-from dbguard.migrations.schema import APP_SCHEMAS, drop_app_schemas, other_schemas, raw, upgrade
+from dbguard.migrations.schema import APP_SCHEMAS, StepsOutside, drop_app_schemas, other_schemas, raw, upgrade
 from dbguard.roles.apply import carry_roles
 from dbguard.seeding.runner import SeedPlan, TableResult, app_tables_with_rows, make_plan, seed_database
 
@@ -86,12 +86,15 @@ def reset_task(
     else:
         with exclusive(target, "reset"):
             began = time.perf_counter()
-            with target.sa_connection() as conn, conn.begin():
-                raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
-                drop_app_schemas(conn, metadata)
-                failpoint("reset:schema-dropped")
-                _rebuild(ctx, conn, plan, code_head, began)
-                carry_roles(settings, ctx.tier, target, raw(conn), out)  # the ownership matrix's grants
+            try:
+                with target.sa_connection() as conn, conn.begin():
+                    raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
+                    drop_app_schemas(conn, metadata)
+                    failpoint("reset:schema-dropped")
+                    _rebuild(ctx, conn, plan, code_head, began)
+                    carry_roles(settings, ctx.tier, target, raw(conn), out)  # the ownership matrix's grants
+            except StepsOutside:  # rolled back whole: INT is as it was
+                _rebuild_in_steps(ctx, plan, code_head, began)
     out.ok(f"reset {target.dbname}: at {code_head}" + (f", seeded '{scenario}'" if plan else ", empty"))
     if aside:
         out.info(f"the previous {target.dbname} is kept as {previous}: invoke db.restore --env stg --from previous")
@@ -101,9 +104,34 @@ def reset_task(
 def _rebuild(ctx: TaskContext, conn: SAConnection, plan: SeedPlan | None, code_head: str, began: float) -> None:
     upgrade(ctx.settings, conn, "head")
     ctx.out.info(f"schema rebuilt at {code_head} through Alembic")
+    _seed(ctx, conn, plan, began)
+
+
+def _seed(ctx: TaskContext, conn: SAConnection, plan: SeedPlan | None, began: float) -> None:
     results = seed_database(raw(conn), plan, ctx.out) if plan else []
     if plan:
         show_results(ctx.out, results, time.perf_counter() - began)
+
+
+def _rebuild_in_steps(ctx: TaskContext, plan: SeedPlan | None, code_head: str, began: float) -> None:
+    """INT in place when a revision steps outside its transaction (docs/migrations.md): the schemas dropped,
+    the revisions run in Alembic's own transactions, then the seed. Not one transaction: INT is the tests'
+    database, freely rebuilt, and a reset killed half-way is put right by running it again."""
+    settings, target = ctx.settings, ctx.target
+    ctx.out.warn(
+        "a revision steps outside its transaction (autocommit_block): INT is rebuilt in steps, not in one "
+        "transaction (if this reset is stopped half-way, run it again)"
+    )
+    with target.sa_connection() as conn:
+        with conn.begin():
+            raw(conn).execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(RESET_LOCK_TIMEOUT)))
+            drop_app_schemas(conn, settings.project.metadata)
+        failpoint("reset:schema-dropped")
+        upgrade(settings, conn, "head")
+        ctx.out.info(f"schema rebuilt at {code_head} through Alembic")
+        with conn.begin():
+            _seed(ctx, conn, plan, began)
+            carry_roles(settings, ctx.tier, target, raw(conn), ctx.out)
 
 
 def _reset_aside(ctx: TaskContext, plan: SeedPlan | None, code_head: str) -> None:
@@ -112,10 +140,13 @@ def _reset_aside(ctx: TaskContext, plan: SeedPlan | None, code_head: str) -> Non
     aside = Aside(ctx, "reset")
     with aside as into:
         began = time.perf_counter()
-        with into.sa_connection() as conn, conn.begin():
+        with into.sa_connection() as conn:
             failpoint("reset:schema-dropped")  # the database being written holds no app schema yet
-            _rebuild(ctx, conn, plan, code_head, began)
-            write_stamp(raw(conn), ctx.tier, ctx.target.dbname)
+            upgrade(ctx.settings, conn, "head")  # Alembic's own transactions: autocommit blocks run too
+            ctx.out.info(f"schema rebuilt at {code_head} through Alembic")
+            with conn.begin():  # a scratch database: the swap, not one transaction, keeps the reset whole
+                _seed(ctx, conn, plan, began)
+                write_stamp(raw(conn), ctx.tier, ctx.target.dbname)
         aside.swap(into, note="reset", failpoint_name="reset:before-swap")
 
 
