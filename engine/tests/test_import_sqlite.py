@@ -466,3 +466,85 @@ def test_a_value_that_does_not_fit_says_why(base: str, typmod: int, value: objec
     with pytest.raises(Misfit) as caught:
         converter_for(PgColumn("c", 0, base, "smallint", typmod))(value)
     assert caught.value.reason == reason
+
+
+SHAPES_SQLITE = """
+CREATE TABLE users (id, email, username, api_token, display_name, role, invited_by_id, favorite_recipe_id, created_at);
+CREATE TABLE recipes (id, author_id, title, difficulty, tags, nutrition, prep_minutes, cook_minutes, total_minutes,
+                      published_at);
+CREATE TABLE ingredients (id INTEGER PRIMARY KEY, name TEXT);
+CREATE TABLE recipe_ingredients (recipe_id, position, ingredient_id, quantity, unit);
+CREATE TABLE recipe_bookmarks (user_id, recipe_id, saved_at, note);
+CREATE TABLE social_accounts (id INTEGER PRIMARY KEY, user_id, provider, handle);
+CREATE TABLE cooking_log (id, cooked_on, user_id, recipe_id, rating, notes);
+CREATE TABLE meal_plans (id INTEGER PRIMARY KEY, user_id, recipe_id, plan_date, meal_time, servings);
+"""
+U1, U2 = "0b9e5f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "7d3c2b1a-0f9e-4d8c-b7a6-5f4e3d2c1b0a"
+R1, R2 = "c0ffee00-1234-4abc-9def-000000000001", "c0ffee00-1234-4abc-9def-000000000002"
+
+
+def shapes_rows() -> dict[str, list[tuple[object, ...]]]:
+    u2_bytes = bytes.fromhex(U2.replace("-", ""))
+    return {
+        "users": [
+            (U1, "ada@example.com", "ada", "tok-1", "Ada", "admin", None, R1, EPOCH_2024_03_01),
+            (u2_bytes, "bo@example.com", "bo", "tok-2", "Bo", "cook", U1.upper(), None, "2024-03-01T10:00:00+01:00"),
+        ],
+        "recipes": [
+            (R1.replace("-", ""), U1, "Soup", "easy", '["hot", "quick"]', '{"kcal": 120}', 10, "20", 30, None),
+            (R2, U2, "Cake", "hard", "{sweet}", "{}", 30, 45.0, 75, "2024-03-02 12:00:00"),
+        ],
+        "ingredients": [(1, "salt"), (2, "flour")],
+        "recipe_ingredients": [(R1, 1, 1, "0.5", "g"), (R1, 2, 2, 1.25, "kg"), (R2, 1, 2, 3, "cup")],
+        "recipe_bookmarks": [(U2, R1, EPOCH_2024_03_01, None)],
+        "social_accounts": [(1, U1, "github", "ada")],
+        "cooking_log": [(1, "2024-05-01", U1, R1, 5, None), (2, "2026-01-02", U2, R2, "4", "yum")],
+        "meal_plans": [(1, U1, R2, "2024-06-01", "18:30", 2)],
+    }
+
+
+def test_the_shapes_app_uuid_keys_as_text_or_bytes_enums_arrays_a_cycle_partitions_and_a_second_schema(
+    tiers: Tiers, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from dbguard.migrations.schema import drop_app_schemas, sa_connection, upgrade
+
+    from tests.support.project import SHAPES_ROOT
+
+    settings = replace(tiers.settings, root=SHAPES_ROOT)
+    with sa_connection(tiers.target(Tier.INT)) as conn, conn.begin():
+        drop_app_schemas(conn, settings.project.metadata)
+        upgrade(settings, conn, "head")
+    path = make_sqlite(tmp_path / "recipes.db", SHAPES_SQLITE, shapes_rows())
+
+    result = run(settings, "import-sqlite", "int", robot(), import_body(path))
+    assert result.code == EXIT_OK, result.text
+    assert "recipes: column(s) not imported: total_minutes (computed by PostgreSQL)" in result.stdout
+    assert "imported 14 row(s) from recipes.db" in result.stdout
+    q = tiers.sql
+    assert q(Tier.INT, "SELECT id, role, invited_by_id, favorite_recipe_id, created_at FROM users ORDER BY email") == (
+        f"{U1}|admin||{R1}|2024-03-01 00:00:00\n{U2}|cook|{U1}||2024-03-01 09:00:00"
+    )
+    assert q(
+        Tier.INT, "SELECT id, difficulty, tags, nutrition, total_minutes, published_at FROM recipes ORDER BY id"
+    ) == (f'{R1}|easy|{{hot,quick}}|{{"kcal": 120}}|30|\n{R2}|hard|{{sweet}}|{{}}|75|2024-03-02 12:00:00')
+    assert q(Tier.INT, "SELECT recipe_id, position, quantity FROM recipe_ingredients ORDER BY 1, 2") == (
+        f"{R1}|1|0.50\n{R1}|2|1.25\n{R2}|1|3.00"
+    )
+    assert q(Tier.INT, "SELECT tableoid::regclass, rating FROM cooking_log ORDER BY id") == (
+        "cooking_log_2024|5\ncooking_log_2026|4"
+    )
+    assert q(Tier.INT, "SELECT user_id, saved_at FROM recipe_bookmarks") == f"{U2}|2024-03-01 00:00:00"
+    assert q(Tier.INT, "SELECT plan_date, meal_time, servings FROM kitchen.meal_plans") == "2024-06-01|18:30:00|2"
+    # the cycle's foreign keys are back, and the identity sequences past the imported ids
+    assert (
+        q(
+            Tier.INT,
+            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE contype = 'f' "
+            "AND conrelid IN ('users'::regclass, 'recipes'::regclass)",
+        )
+        == "fk_recipes_author_id_users,fk_users_favorite_recipe_id_recipes,fk_users_invited_by_id_users"
+    )
+    assert q(Tier.INT, "SELECT nextval(pg_get_serial_sequence('ingredients', 'id'))") == "3"
+    assert q(Tier.INT, "SELECT nextval(pg_get_serial_sequence('kitchen.meal_plans', 'id'))") == "2"

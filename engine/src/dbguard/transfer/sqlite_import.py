@@ -38,7 +38,7 @@ from dbguard.guard.connect import Connection
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision, pending_revisions
-from dbguard.migrations.schema import APP_SCHEMAS
+from dbguard.migrations.schema import APP_SCHEMAS, other_schemas
 from dbguard.seeding.copy_types import binary_capable
 from dbguard.transfer.sqlite_types import INTEGER_NAMES, Misfit, NotUtf8, PgColumn, converter_for
 
@@ -86,13 +86,13 @@ class PgTable:
         return sql.Identifier(self.schema, self.name)
 
 
-def read_pg_tables(conn: Connection) -> dict[str, PgTable]:
-    """The app schemas' tables, by qualified name."""
+def read_pg_tables(conn: Connection, schemas: list[str]) -> dict[str, PgTable]:
+    """The app schemas' tables (a partitioned table as one, never its partitions), by qualified name."""
     tables: dict[int, PgTable] = {}
     for oid, schema, name in conn.execute(
         "SELECT c.oid::int, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)",
-        (list(APP_SCHEMAS),),
+        (schemas,),
     ):
         if name not in SKIPPED_TABLES:
             tables[oid] = PgTable(schema, name)
@@ -101,7 +101,8 @@ def read_pg_tables(conn: Connection) -> dict[str, PgTable]:
         "SELECT a.attrelid::int, a.attnum, a.attname, a.atttypid::int, "
         "CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END, a.attnotnull OR t.typnotnull, "
         "a.atthasdef OR a.attidentity <> '', a.attgenerated <> '', "
-        "CASE WHEN b.typtype = 'e' THEN 'enum' ELSE b.typname END, format_type(a.atttypid, a.atttypmod), "
+        "CASE WHEN b.typtype = 'e' THEN 'enum' WHEN b.typcategory = 'A' THEN 'array' ELSE b.typname END, "
+        "format_type(a.atttypid, a.atttypmod), "
         "ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = b.oid ORDER BY e.enumsortorder) "
         "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
         "JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
@@ -225,17 +226,21 @@ def _by_lower_name(names: list[str], side: str) -> dict[str, str]:
 
 def make_plan(sqlite_tables: list[SqliteTable], pg_tables: dict[str, PgTable]) -> Plan:
     pg_by_name = _by_lower_name(list(pg_tables), "PostgreSQL schema")
+    bare: dict[str, list[str]] = {}
+    for qualified in pg_tables:  # kitchen.meal_plans is also found as meal_plans (SQLite has no schemas)
+        bare.setdefault(qualified.rpartition(".")[2].lower(), []).append(qualified)
+    pg_by_name |= {name: found[0] for name, found in bare.items() if len(found) == 1 and name not in pg_by_name}
     sqlite_by_name = _by_lower_name([t.name for t in sqlite_tables], "SQLite file")
     jobs: dict[str, TableJob] = {}
     unmatched = []
     for source in sqlite_tables:
         if source.name.lower() in SKIPPED_TABLES:
             continue
-        qualified = pg_by_name.get(source.name.lower())
-        if qualified is None:
+        match = pg_by_name.get(source.name.lower())
+        if match is None:
             unmatched.append(source.name)
             continue
-        target = pg_tables[qualified]
+        target = pg_tables[match]
         by_name = {c.name.lower(): c for c in target.columns}
         generated = {g.lower() for g in target.generated}
         pairs, left_out = [], []
@@ -253,7 +258,7 @@ def make_plan(sqlite_tables: list[SqliteTable], pg_tables: dict[str, PgTable]) -
                 "(NOT NULL, no default)",
                 "add the column to the SQLite file, or give it a default in a migration",
             )
-        jobs[qualified] = TableJob(source, target, pairs, left_out)
+        jobs[match] = TableJob(source, target, pairs, left_out)
     untouched = sorted(q for q in pg_tables if q not in jobs and q.lower() not in sqlite_by_name)
     order, dropped = _load_order(jobs)
     dropped_names = {(fk.table, fk.name) for fk in dropped}
@@ -644,9 +649,10 @@ def import_sqlite_task(ctx: TaskContext, *, from_: str | None, skip_bad: bool) -
     out = ctx.out
     with closing(open_sqlite(path)) as source:
         sqlite_tables = read_sqlite_tables(source)
+        schemas = [*APP_SCHEMAS, *other_schemas(ctx.settings.project.metadata)]
         with ctx.target.connect(read_only=True) as reading:
             _at_head(reading, ctx)
-            plan = make_plan(sqlite_tables, read_pg_tables(reading))
+            plan = make_plan(sqlite_tables, read_pg_tables(reading, schemas))
             if not plan.jobs:
                 raise Refused(
                     f"no table of {path.name} has a table of the same name in '{ctx.target.dbname}'",

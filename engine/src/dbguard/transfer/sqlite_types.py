@@ -337,6 +337,32 @@ def _time(column: PgColumn) -> Convert:
     return convert
 
 
+def _array(column: PgColumn) -> Convert:
+    """An array column: a JSON array (how apps keep lists in SQLite) becomes the array, elements parsed by
+    PostgreSQL; text in PostgreSQL's own array syntax ({a,b}) is passed on as it is."""
+
+    def convert(value: Any) -> Any:
+        text = _text_of(value, column) if isinstance(value, str | bytes) else None
+        if text is None:
+            raise _misfit(value, column)
+        stripped = text.strip()
+        if stripped.startswith("{"):
+            return text
+        try:
+            parsed = json.loads(stripped, parse_constant=_no_constant)
+        except ValueError:
+            raise _misfit(value, column, "neither a JSON array nor {...}") from None
+        if not isinstance(parsed, list) or not _flat_scalars(parsed):
+            raise _misfit(value, column, "a JSON array of plain values fits")
+        return parsed
+
+    return convert
+
+
+def _flat_scalars(values: list[Any]) -> bool:
+    return all(v is None or isinstance(v, str | int | float | bool) for v in values)
+
+
 def _as_text(column: PgColumn) -> Convert:
     """Any other type (interval, arrays, ranges, ...): the value as text, which PostgreSQL parses itself;
     what it refuses is reported by the row the server names."""
@@ -370,6 +396,7 @@ CONVERTERS: dict[str, Callable[[PgColumn], Convert]] = {
     "timestamptz": _timestamp,
     "time": _time,
     "enum": _enum,
+    "array": _array,
 }
 
 
