@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from dbguard.guard.connect import connect
 from dbguard.guard.tiers import Tier
 
 from tests.support.cli import invoke_cli
+from tests.support.project import FIXTURE_ROOT
 from tests.support.setup import Tiers, human, make_settings, run, state_values
 
 REAL_PROD_REFUSAL = "fill-standin on PROD is not allowed: PROD here is '{db}', reached through PROD_DATABASE_URL"
@@ -52,19 +54,22 @@ def test_a_real_prod_is_never_filled_whatever_is_typed_or_consented(tiers: Tiers
     assert tiers.sql(Tier.PROD, "SELECT to_regclass('public.users') IS NULL") == "t"  # never migrated, never seeded
 
 
+PORT = "54397"
+
+
 @pytest.fixture
 def laptop(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A laptop set-up: no URL at all, the embedded cluster in this test's folder (INT, STG, the stand-in PROD)."""
     folder = tmp_path / "clone"
     folder.mkdir()
     os.chmod(tmp_path, 0o700)
-    env = state_values(folder) | {"EMBEDDED_PG_PORT": "54397"}
+    env = state_values(folder) | {"EMBEDDED_PG_PORT": PORT}
     yield folder, env
-    EmbeddedCluster.from_settings(make_settings(folder, EMBEDDED_PG_PORT="54397")).stop()
+    EmbeddedCluster.from_settings(make_settings(folder, EMBEDDED_PG_PORT=PORT)).stop()
 
 
 def standin_sql(folder: Path, query: str, tier: Tier = Tier.PROD) -> list[tuple[object, ...]]:
-    cluster = EmbeddedCluster.from_settings(make_settings(folder, EMBEDDED_PG_PORT="54397"))
+    cluster = EmbeddedCluster.from_settings(make_settings(folder, EMBEDDED_PG_PORT=PORT))
     with connect(cluster.target(tier), read_only=True) as conn:
         return conn.execute(query).fetchall()
 
@@ -100,3 +105,45 @@ def test_on_a_laptop_the_standin_is_filled_then_refreshed_from_and_backed_up(lap
         ("fill-standin", "prod", "started"),
         ("fill-standin", "prod", "ok"),
     ]
+
+
+BATCHED = '''"""trim task titles, in batches outside a transaction"""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("UPDATE tasks SET title = btrim(title) WHERE title <> btrim(title)")
+
+
+def downgrade() -> None:
+    op.execute("SELECT 1")
+'''
+
+
+def test_on_a_laptop_the_ladder_rehearses_on_the_standins_backup_and_opens_its_migration(laptop) -> None:  # type: ignore[no-untyped-def]
+    """The whole PROD path on one machine: fill, refresh, back up, a new revision, the ladder with its
+    rehearsal on the stand-in's backup, then db.migrate --env prod through the gate."""
+    folder, env = laptop
+    app = folder / "app"
+    shutil.copytree(FIXTURE_ROOT, app, ignore=shutil.ignore_patterns("__pycache__", ".local"))
+
+    def cli(*args: str) -> str:
+        proc = invoke_cli(*args, env=env, cwd=app)
+        assert proc.returncode == 0, f"invoke {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+        return proc.stdout
+
+    cli("db.fill-standin", "--scenario", "minimal", "--confirm", "app_prod")
+    cli("db.refresh-staging")
+    cli("db.backup", "--env", "prod")  # verified as it is taken
+    (app / "migrations" / "versions" / "0003_trim_titles.py").write_text(BATCHED)
+    ladder = cli("db.ladder")
+    assert "the ladder passed" in ladder and "rehearsal: prod-app_prod-" in ladder
+    cli("db.migrate", "--env", "prod", "--confirm", "app_prod")
+    assert standin_sql(folder, "SELECT version_num FROM alembic_version") == [("0003",)]
