@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import psycopg
 import pytest
+from dbguard.backup.restore import restore_task
+from dbguard.cli import commands
 from dbguard.guard.config import Finding
 from dbguard.guard.connect import connect
 from dbguard.guard.tiers import Tier
@@ -16,7 +19,7 @@ from dbguard.roles.drift import check_roles
 from dbguard.roles.urls import component_target, component_url
 from dbguard.settings import Settings
 
-from tests.support.setup import Tiers, robot, run
+from tests.support.setup import Tiers, human, robot, run
 
 MIGRATOR, APP, WORKER = "app_migrator", "app_app", "app_worker"
 APP_LOGIN, WORKER_LOGIN = "app_app_login", "app_worker_login"
@@ -103,7 +106,11 @@ def test_roles_on_stg_give_each_component_exactly_the_matrix_then_doctor_shows_n
     for role in (APP, WORKER, APP_LOGIN, WORKER_LOGIN):
         assert not privilege(stg, role, "users", "TRUNCATE")
         assert stg.sql(Tier.STG, f"SELECT has_schema_privilege('{role}', 'public', 'CREATE')") == "f"
-    assert stg.sql(Tier.STG, "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'projects'")
+    rls = "SELECT relrowsecurity::text || relforcerowsecurity::text FROM pg_class WHERE relname = 'projects'"
+    assert stg.sql(Tier.STG, rls) == "truefalse"  # not forced: the owner keeps every row (roles/plan.py)
+    stg.sql(Tier.STG, "ALTER TABLE projects FORCE ROW LEVEL SECURITY")
+    assert "row-level security: no force" in roles(stg.settings).text
+    assert stg.sql(Tier.STG, rls) == "truefalse"
     assert stg.sql(Tier.STG, "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_own_rows'") == "{app_app}"
     assert "app_app_login login=true in={app_app}" in roles_on_server(stg)
     assert "app_worker login=false in={}" in roles_on_server(stg)
@@ -232,3 +239,18 @@ def test_prod_roles_need_the_typed_name_and_save_the_state_first(tiers: Tiers, t
         == "{app}"
     )
     assert finding(check_roles(tiers.settings), Tier.PROD, "match the ownership matrix").ok
+    # PROD's backups still read every row through the read-only role, past row-level security
+    tiers.sql(Tier.PROD, "INSERT INTO users (email, full_name) VALUES ('a@example.com', 'A')")
+    tiers.sql(Tier.PROD, "INSERT INTO projects (owner_id, name) SELECT id, 'p' FROM users")
+    backup = run(tiers.settings, "backup", "prod", robot(), commands.backup)
+    assert backup.code == 0, backup.text
+    (dump,) = (tiers.settings.backups_dir).glob("prod-*.dump")
+    rows = json.loads(dump.with_suffix(dump.suffix + ".json").read_text())["rows"]
+    assert {k.split(".")[-1]: v for k, v in rows.items()}["projects"] == 1, rows
+    # restored on another server (INT's), without PROD's roles: db.roles' policies stay behind
+    restored = run(
+        tiers.settings, "restore", "int", human(db), lambda ctx: restore_task(ctx, dump.name, allow_prod_data=True)
+    )
+    assert restored.code == 0, restored.text
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM projects") == "1"
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM pg_policies") == "0"

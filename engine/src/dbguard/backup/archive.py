@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import re
 import subprocess
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from dbguard.cli.console import Output
 from dbguard.cluster.children import die_with_parent
 from dbguard.cluster.pgtools import first_error_line, follow_progress
+from dbguard.cluster.private_files import private_folder
 from dbguard.errors import Failed
 from dbguard.guard.cleared import Cleared
+from dbguard.roles.names import roles_policy
 
 _DATA_LINE = re.compile(r'processing data for table "(?P<name>[^"]+)"')
 RESTORE_JOBS = 2
@@ -52,14 +55,27 @@ def list_archive(bindir: Path, path: Path, section: str = "") -> ArchiveListing:
 def restore_archive(
     bindir: Path, path: Path, into: Cleared, tables: int, out: Output | None, jobs: int = RESTORE_JOBS
 ) -> None:
-    """Restore `path` into the (empty) database `into`; objects owned by the connecting role."""
+    """Restore `path` into the (empty) database `into`; objects owned by the connecting role. db.roles'
+    policies are left out: they name the roles of the server the backup came from (the target's own are
+    re-applied from the ownership matrix, dbguard.roles.apply.carry_roles)."""
     args = ["--verbose", "--no-owner", "--no-acl", "--exit-on-error", f"--jobs={jobs}", str(path)]
-    with into.tool(bindir, "pg_restore", args) as (argv, env):
-        proc = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent()
-        )
-        lines = follow_progress(proc, _DATA_LINE, tables, f"pg_restore {path.name}", out)
-        code = proc.wait()
+    with ExitStack() as stack:
+        listing = list_archive(bindir, path).lines
+        if any(roles_policy(line) for line in listing):
+            kept = stack.enter_context(private_folder("restore-list")) / "restore.list"
+            kept.write_text("\n".join(line for line in listing if not roles_policy(line)) + "\n")
+            args.insert(-1, f"--use-list={kept}")
+        with into.tool(bindir, "pg_restore", args) as (argv, env):
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=die_with_parent(),
+            )
+            lines = follow_progress(proc, _DATA_LINE, tables, f"pg_restore {path.name}", out)
+            code = proc.wait()
     if code != 0:
         errors = [ln for ln in lines if "error" in ln.lower()] or lines[-3:]
         raise Failed(

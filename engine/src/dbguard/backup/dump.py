@@ -173,6 +173,9 @@ class DumpProcess:
         self.tmp, self.tables, self.lines = tmp, len(facts.tables), list[str]()
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         args = ["--format=custom", "--verbose", f"--snapshot={facts.snapshot}", f"--file={tmp}"]
+        # PROD's read-only role reads a row-owned table through its all-rows policy (dbguard.roles); without
+        # this pg_dump refuses any table with row-level security for a role that does not bypass it
+        args.append("--enable-row-security")
         self._env = target.tool(bindir, "pg_dump", args, read_only=True)
         argv, env = self._env.__enter__()
         self.proc = subprocess.Popen(

@@ -9,11 +9,14 @@ What must hold after every change of a plan is applied: reading the state again 
   anywhere, no other attribute; tables the migrator adds later give the writers their sequences;
 - login roles hold nothing themselves: each is a member of its group role only;
 - PUBLIC holds nothing on the matrix's tables and may not create in their schemas;
-- a table with `row_owner` has row-level security enabled and forced, with one policy `dbguard_own_rows`
-  for its components: a row is theirs when `<row_owner> = current_setting('dbguard.user_id', true)`
-  (unset or '' after a transaction-local setting ended: no row);
+- a table with `row_owner` has row-level security enabled, with one policy `dbguard_own_rows` for its
+  components: a row is theirs when `<row_owner> = current_setting('dbguard.user_id', true)` (unset or ''
+  after a transaction-local setting ended: no row). It is not FORCEd: component roles never own a table,
+  so the policy always binds them, while the owner (the migrator, and a migration or backup role that
+  is a member of it) keeps every row: a data migration that saw no rows would change nothing, silently;
 - on PROD (not the embedded stand-in) the tools' read-only role may SELECT every matrix table, and
-  every row of those with row-level security.
+  every row of those with row-level security (`dbguard_reader_all_rows`: backups and refreshes read
+  PROD through it; pg_dump runs with --enable-row-security).
 Policies whose name does not start with `dbguard_` are the app's own, and left alone.
 """
 
@@ -320,16 +323,22 @@ def _rows(state: State, table: str, owner: Ownership, names: RoleNames, reader: 
             out += _policy(table, name, None, ours[name])
         return out
     enabled, forced = state.rls.get(table, (False, False))
-    if not (enabled and forced):
+    if not enabled:
         out.append(
             Change(
                 f"table {table}",
                 "",
-                "row-level security: enable, force",
-                (
-                    sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(_id(table)),
-                    sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(_id(table)),
-                ),
+                "row-level security: enable",
+                (sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(_id(table)),),
+            )
+        )
+    if forced:  # the owner (the migrator, and roles acting as it) keeps every row, see above
+        out.append(
+            Change(
+                f"table {table}",
+                "",
+                "row-level security: no force",
+                (sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(_id(table)),),
             )
         )
     column_type = state.column_type.get((table, owner.row_owner), "text")
