@@ -67,6 +67,7 @@ from dbguard.ladder.gate import (
     sign,
     write_report,
 )
+from dbguard.migrations.alembic_env import compare_options
 from dbguard.migrations.history import (
     alembic_config,
     current_revision,
@@ -248,8 +249,9 @@ def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder, server
                 ladder.add(rung, name, False, _one_line(exc))
                 return
         with scratch.sa_connection() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
-            diffs = [d for d in compare_metadata(context, settings.project.metadata) if not _ignored(d)]
+            metadata = settings.project.metadata  # compared as autogenerate does: other schemas in, partitions out
+            context = MigrationContext.configure(conn, opts=compare_options(metadata))
+            diffs = [d for d in compare_metadata(context, metadata) if not _ignored(d)]
         ladder.add(
             rung,
             "the models match the migrated schema",

@@ -63,6 +63,17 @@ def include_name_for(metadata: Any) -> Any:
     return include_name
 
 
+def compare_options(metadata: Any) -> dict[str, Any]:
+    """How the models are compared with a database, the same for autogenerate and the ladder's check."""
+    return {
+        "compare_type": True,
+        "compare_server_default": True,
+        "include_object": include_object,
+        "include_schemas": True,  # a table in a second schema is compared too
+        "include_name": include_name_for(metadata),
+    }
+
+
 def run() -> None:
     """Run the migrations Alembic asked for, in whichever of the three modes applies."""
     config = context.config
@@ -74,11 +85,7 @@ def run() -> None:
         context.configure(
             connection=connection,
             target_metadata=metadata,
-            compare_type=True,
-            compare_server_default=True,
-            include_object=include_object,
-            include_schemas=True,  # a table in a second schema is compared too
-            include_name=include_name_for(metadata),
+            **compare_options(metadata),
             transaction_per_migration=not external,
         )
         if external:

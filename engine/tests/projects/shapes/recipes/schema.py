@@ -79,7 +79,7 @@ class User(Base):
 
     id: Mapped[uuid.UUID] = pii_column(PII.NONE, Uuid, primary_key=True, default=uuid.uuid4)
     email: Mapped[str] = pii_column(PII.EMAIL, Text, unique=True)
-    username: Mapped[str] = pii_column(PII.NAME, Text, unique=True)
+    username: Mapped[str] = pii_column(PII.USERNAME, Text, unique=True)
     api_token: Mapped[str] = pii_column(PII.SECRET, Text, unique=True)
     display_name: Mapped[str] = pii_column(PII.NAME, Text)
     role: Mapped[str] = pii_column(PII.NONE, user_role, server_default="cook")
@@ -144,7 +144,7 @@ class SocialAccount(Base):
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     user_id: Mapped[uuid.UUID] = pii_column(PII.NONE, ForeignKey("users.id"), index=True)
     provider: Mapped[str] = pii_column(PII.NONE, provider)
-    handle: Mapped[str] = pii_column(PII.NAME, Text)
+    handle: Mapped[str] = pii_column(PII.USERNAME, Text)
 
 
 class MealPlan(Base):
