@@ -548,3 +548,30 @@ def test_the_shapes_app_uuid_keys_as_text_or_bytes_enums_arrays_a_cycle_partitio
     )
     assert q(Tier.INT, "SELECT nextval(pg_get_serial_sequence('ingredients', 'id'))") == "3"
     assert q(Tier.INT, "SELECT nextval(pg_get_serial_sequence('kitchen.meal_plans', 'id'))") == "2"
+
+
+def test_a_deferrable_cycle_is_checked_before_the_commit(tiers: Tiers, int_target, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tiers.sql(
+        Tier.INT,
+        "CREATE TABLE alpha (id int PRIMARY KEY, beta_id int); "
+        "CREATE TABLE beta (id int PRIMARY KEY, alpha_id int REFERENCES alpha DEFERRABLE); "
+        "ALTER TABLE alpha ADD FOREIGN KEY (beta_id) REFERENCES beta DEFERRABLE INITIALLY DEFERRED",
+    )
+    schema = (
+        "CREATE TABLE alpha (id INTEGER PRIMARY KEY, beta_id); CREATE TABLE beta (id INTEGER PRIMARY KEY, alpha_id);"
+    )
+    dangling = make_sqlite(tmp_path / "dangling.db", schema, {"alpha": [(1, 1), (2, 99)], "beta": [(1, 2)]})
+    result = run(tiers.settings, "import-sqlite", "int", robot(), import_body(dangling, skip_bad=True))
+    assert result.code == EXIT_FAILED
+    assert [
+        "alpha",
+        "-",
+        "",
+        'insert or update on table "alpha" violates foreign key constraint "alpha_beta_id_fkey"',
+    ] in [[*c[:3], c[3].split(" (Key")[0]] for c in cells_of(result.stdout) if len(c) == 4]
+    assert "nothing was imported -> fix them in the file" in result.stderr
+    assert tiers.sql(Tier.INT, "SELECT (SELECT count(*) FROM alpha) + (SELECT count(*) FROM beta)") == "0"
+
+    whole = make_sqlite(tmp_path / "whole.db", schema, {"alpha": [(1, 1), (2, 1)], "beta": [(1, 2)]})
+    assert run(tiers.settings, "import-sqlite", "int", robot(), import_body(whole)).code == EXIT_OK
+    assert tiers.sql(Tier.INT, "SELECT string_agg(id || ':' || beta_id, ',' ORDER BY id) FROM alpha") == "1:1,2:1"

@@ -736,7 +736,8 @@ def _ident(qualified: str) -> sql.Identifier:
 
 
 def _add_back(load: Load, plan: Plan) -> bool:
-    """The cycle's foreign keys added back, which checks every imported row against them; True if one fails."""
+    """The cycle's foreign keys added back and the deferred ones checked, which checks every imported row
+    against them; True if one fails."""
     for fk in plan.dropped:
         try:
             with load.pg.transaction():
@@ -748,4 +749,13 @@ def _add_back(load: Load, plan: Plan) -> bool:
             detail = exc.diag.message_detail or ""
             load.refusals.append(Refusal(fk.table, "-", ", ".join(fk.columns), f"foreign key {fk.name}: {detail}"))
             return True
+    try:  # deferrable foreign keys were deferred for the load: checked here, before the commit
+        with load.pg.transaction():
+            load.pg.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    except psycopg.Error as exc:
+        reason = exc.diag.message_primary or str(exc)
+        if exc.diag.message_detail:
+            reason += f" ({exc.diag.message_detail})"
+        load.refusals.append(Refusal(exc.diag.table_name or "-", "-", "", reason))
+        return True
     return False
