@@ -149,6 +149,7 @@ def test_a_row_that_does_not_fit_is_reported_and_nothing_is_written(
     )
     assert "or pass --skip-bad to import the rest" in result.stderr
     assert app_rows(tiers) == {"users": "", "projects": "", "tasks": "", "comments": ""}
+    assert tiers.sql(Tier.INT, "SELECT last_value, is_called FROM users_id_seq") == "1|f"  # sequences untouched
 
     skipped = run(tiers.settings, "import-sqlite", "int", robot(), import_body(path, skip_bad=True))
     assert skipped.code == EXIT_OK, skipped.text
@@ -575,3 +576,28 @@ def test_a_deferrable_cycle_is_checked_before_the_commit(tiers: Tiers, int_targe
     whole = make_sqlite(tmp_path / "whole.db", schema, {"alpha": [(1, 1), (2, 1)], "beta": [(1, 2)]})
     assert run(tiers.settings, "import-sqlite", "int", robot(), import_body(whole)).code == EXIT_OK
     assert tiers.sql(Tier.INT, "SELECT string_agg(id || ':' || beta_id, ',' ORDER BY id) FROM alpha") == "1:1,2:1"
+
+
+@pytest.mark.slow
+def test_killed_before_the_commit_the_tier_holds_nothing_and_the_next_run_imports(
+    tiers: Tiers,
+    int_target,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    from tests.support.kill import kill_at, wait_for_no_sessions
+
+    make_quirk_tables(tiers)
+    path = make_sqlite(tmp_path / "quirks.db", QUIRKS_SQLITE, quirk_rows())
+    env = {k: v for k, v in tiers.settings.values.items() if isinstance(v, str)}
+    args = ["db.import-sqlite", "--env", "int", "--from", str(path)]
+    kill_at("import-sqlite:loaded", args, env, tmp_path)  # rows in, cycle's key added back, sequences set
+    wait_for_no_sessions(tiers.local.psql, tiers.names[Tier.INT])
+    assert tiers.sql(Tier.INT, "SELECT (SELECT count(*) FROM people) + (SELECT count(*) FROM teams)") == "0"
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conname LIKE 'teams%'") == (
+        "1"
+    )
+
+    again = invoke_cli(*args, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM people") == "3"
+    assert tiers.sql(Tier.INT, "SELECT nextval('people_id_seq')") == "4"

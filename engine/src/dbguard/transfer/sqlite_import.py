@@ -34,6 +34,7 @@ from psycopg.types.json import Json, Jsonb
 from dbguard.cli.console import Output, add_row, new_table
 from dbguard.cli.runner import TaskContext
 from dbguard.errors import Failed, Refused
+from dbguard.failpoints import failpoint
 from dbguard.guard.connect import Connection
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
@@ -703,9 +704,10 @@ def _run(ctx: TaskContext, load: Load, plan: Plan, path: Path, skip_bad: bool) -
                 progress.update(task, completed=job.source.rows)
         if load.write and not stopped:
             stopped = _add_back(load, plan)
-            if not stopped:
-                for job in plan.jobs:
+            if not stopped and (skip_bad or not load.refusals):  # this transaction will commit
+                for job in plan.jobs:  # (a sequence is never rolled back: set only when the rows stay)
                     advance_sequences(conn, job)
+                failpoint("import-sqlite:loaded")  # everything written, nothing committed
         refused = len({(r.table, r.row) for r in load.refusals})
         ctx.facts.update({"rows": sum(j.imported for j in plan.jobs), "refused": refused})
         show_summary(out, path, plan, dry_run=not load.write)
