@@ -343,15 +343,14 @@ def test_db_revision_and_the_pytest_plugins_template_build_through_autocommit_bl
     app: Settings, tiers: Tiers, tmp_path: Path
 ) -> None:
     """Both build a scratch database from empty at head: the concurrent index and the enum value run there too."""
+    from contextlib import contextmanager
+
     from dbguard.testing.plugin import _template
 
-    built = _template(app, "minimal")
-    template = next(built)
-    with template.db.connect(read_only=True) as conn:
+    with contextmanager(_template)(app, "minimal") as template, template.db.connect(read_only=True) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
         assert conn.execute(VALID_INDEX).fetchone() == (True,)
         assert conn.execute("SELECT count(*) FROM orders").fetchone() == (6,)
-    built.close()
 
     env = state_values(tmp_path) | {t.url_variable: u for t, u in tiers.urls.items()}
     proc = invoke_cli("db.revision", "-m", "nothing new", env=env, cwd=app.root)
@@ -387,3 +386,25 @@ def test_every_new_migration_message_is_in_the_troubleshooting_page() -> None:
         "MIGRATION_LOCK_RETRIES",
     ):
         assert fragment in page, fragment
+
+
+def test_a_concurrent_build_cut_short_leaves_an_invalid_index_and_running_again_recovers(
+    app: Settings, tiers: Tiers
+) -> None:
+    """A build stopped half-way (here by statement_timeout, as by a kill) leaves its index INVALID; 0002 drops
+    such a leftover before building, so once the blocker is gone the same command finishes the job."""
+    at(app, tiers, Tier.INT, "0001")
+    settings = app.with_values(MIGRATION_STATEMENT_TIMEOUT="1s")
+    with psycopg.connect(tiers.owner_url(Tier.INT)) as blocker:  # an old snapshot the build's last phase waits for
+        blocker.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        blocker.execute("SELECT count(*) FROM customers")
+        result = migrate_to(settings, "int")
+    assert result.code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "upgrade to 0009 failed: QueryCanceled: canceling statement due to statement timeout" in line
+    assert "is at 0001, with 1 INVALID index(es) left by a failed concurrent build: public.ix_orders_placed_at" in line
+    assert tiers.sql(Tier.INT, VALID_INDEX) == "f"
+
+    again = migrate_to(settings, "int")
+    assert again.code == 0, again.text
+    assert revision_of(tiers, Tier.INT) == HEAD and tiers.sql(Tier.INT, VALID_INDEX) == "t"
