@@ -114,7 +114,12 @@ def test_roles_on_stg_give_each_component_exactly_the_matrix_then_doctor_shows_n
     assert stg.sql(Tier.STG, "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_own_rows'") == "{app_app}"
     assert "app_app_login login=true in={app_app}" in roles_on_server(stg)
     assert "app_worker login=false in={}" in roles_on_server(stg)
-    assert list((stg.settings.backups_dir / "roles").glob("stg-*-roles-*.sql"))  # STG's state saved first
+    saved = min((stg.settings.backups_dir / "roles").iterdir())  # STG's state saved before the first run
+    text = saved.read_text()
+    assert "CREATE ROLE postgres" in text and "CREATE TABLE public.users" in text  # roles, then the schema
+    assert "TO app_worker" not in text  # the state before db.roles: no grant to a component yet
+    for path in (saved, saved.parent, stg.settings.backups_dir):
+        assert path.stat().st_mode & 0o077 == 0, path
 
     found = check_roles(stg.settings)
     assert finding(found, Tier.STG, "match the ownership matrix").ok, found

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from dbguard.backup.files import ensure_backups_dir
 from dbguard.cli.console import add_row, new_table
 from dbguard.cluster.pgtools import require_bindir
 from dbguard.errors import Failed, Refused
@@ -145,8 +146,8 @@ def save_role_state(settings: Settings, target: Cleared, tier: Tier) -> Path:
     bindir = require_bindir(settings.values, ("pg_dump", "pg_dumpall"))
     roles = target.run_tool(bindir, "pg_dumpall", ["--roles-only", "--no-role-passwords"], read_only=True)
     schema = target.run_tool(bindir, "pg_dump", ["--schema-only"], read_only=True)
-    folder = settings.backups_dir / STATE_DIR
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = ensure_backups_dir(settings.backups_dir) / STATE_DIR  # the backups folder made private (0700) first
+    folder.mkdir(exist_ok=True, mode=0o700)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"{tier.value}-{target.dbname}-roles-{stamp}.sql"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
