@@ -288,16 +288,29 @@ def _load_order(jobs: dict[str, TableJob]) -> tuple[list[str], list[ForeignKey]]
     remaining = set(jobs)
     while remaining:
         ready = sorted(q for q in remaining if not needs[q] & remaining)
-        if not ready:  # a cycle: break it among the tables left
+        if not ready:  # a cycle: break the foreign keys between tables that reach each other, and only those
+            reach = {q: _reachable(q, needs, remaining) for q in remaining}
             for q in sorted(remaining):
+                cycle = {p for p in reach[q] if q in reach[p]}
                 for fk in jobs[q].target.foreign_keys:
-                    if fk.parent in remaining and fk.parent != q and not fk.deferrable:
+                    if fk.parent in cycle and fk.parent != q and not fk.deferrable:
                         dropped.append(fk)
-                needs[q] -= remaining
+                needs[q] -= cycle
             continue
         order += ready
         remaining -= set(ready)
     return order, dropped
+
+
+def _reachable(start: str, needs: dict[str, set[str]], among: set[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for parent in needs[todo.pop()] & among:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
 
 
 # -- the load -------------------------------------------------------------------------------------------
@@ -400,7 +413,7 @@ class _ServerRefused(Exception):
 
 
 def _key_getter(at: list[int], columns: list[PgColumn]) -> Callable[[list[Any]], Any]:
-    """A row's key: the value itself for one column, a tuple for several (as `_existing_keys` reads them)."""
+    """A row's key: the value itself for one column, a tuple for several (as `load_existing_keys` reads them)."""
     get = itemgetter(*at)
     if any(columns[i].base in ("json", "jsonb") for i in at):
         return lambda row: _hashable(get(row)) if len(at) == 1 else tuple(map(_hashable, get(row)))
