@@ -473,7 +473,7 @@ SHAPES_SQLITE = """
 CREATE TABLE users (id, email, username, api_token, display_name, role, invited_by_id, favorite_recipe_id, created_at);
 CREATE TABLE recipes (id, author_id, title, difficulty, tags, nutrition, prep_minutes, cook_minutes, total_minutes,
                       published_at);
-CREATE TABLE ingredients (id INTEGER PRIMARY KEY, name TEXT);
+CREATE TABLE ingredients (id INTEGER PRIMARY KEY, name TEXT) WITHOUT ROWID;
 CREATE TABLE recipe_ingredients (recipe_id, position, ingredient_id, quantity, unit);
 CREATE TABLE recipe_bookmarks (user_id, recipe_id, saved_at, note);
 CREATE TABLE social_accounts (id INTEGER PRIMARY KEY, user_id, provider, handle);
