@@ -131,3 +131,27 @@ def test_a_refresh_gives_stg_the_same_permissions_as_prod(tiers: Tiers) -> None:
     ok(run(tiers.settings, "refresh-staging", "stg", robot(), refresh_task))
     assert privileges(tiers, Tier.STG) == privileges(tiers, Tier.PROD) == before
     no_drift(tiers, Tier.STG)
+
+
+def test_the_ladders_clone_of_stg_has_stgs_grants(stg: Tiers) -> None:
+    from dbguard.guard.policy import CLONE
+    from dbguard.ladder.rungs import _clone, _scratch_on
+
+    from tests.support.setup import cleared
+
+    clearance = cleared(stg.settings, "ladder", Tier.INT)
+    source = clearance.db(CLONE)
+    query = (
+        "SELECT string_agg(format('%s %s %s', r, t, has_table_privilege(r, t, 'INSERT')), ', ' ORDER BY r, t) "
+        "FROM unnest(ARRAY['app_app', 'app_worker']) r, unnest(ARRAY['users', 'tasks']) t"
+    )
+    with _scratch_on(source, source.dbname, "ladder") as clone:
+        _clone(stg.settings, source, clone)
+        with clone.connect(read_only=True) as conn:
+            row = conn.execute(query).fetchone()
+            policy = conn.execute(
+                "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_own_rows'"
+            ).fetchone()
+    assert row is not None and row[0] == stg.sql(Tier.STG, query)
+    assert "app_worker users f" in row[0] and "app_worker tasks t" in row[0]
+    assert policy == ("{app_app}",)
