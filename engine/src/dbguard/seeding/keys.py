@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from psycopg import sql
@@ -25,6 +26,7 @@ from dbguard.guard.connect import Connection
 from dbguard.seeding.api import derive_seed
 
 LOW_48 = (1 << 48) - 1
+MADE_AHEAD = 2_000_000  # up to this many rows, a table's keys are made once and picked from a list
 VERSION_4 = 0x4 << 76
 VARIANT_RFC = 0x2 << 62
 MakeKey = Callable[[int], Any]
@@ -98,21 +100,33 @@ class KeySpace:
             raise ValueError(f"table {self.table} has no one-column primary key: its rows have no key to reference")
         return n if self.make is None else self.make(n)
 
+    @cached_property
+    def keys(self) -> Sequence[Any] | None:
+        """Every key in row order, where they are read or cheap to keep (a uuid is made once, not per reference)."""
+        if self.values is not None:
+            return self.values
+        if self.make is None or self.column is None or self.count > MADE_AHEAD:
+            return None
+        make = self.make
+        return [make(n) for n in range(self.start, self.start + self.count)]
+
     def nth(self, i: int) -> Any:
         """The key of the i-th row (from 0, wrapping around)."""
-        if self.values is not None:
-            if not self.values:
+        keys = self.keys
+        if keys is not None:
+            if not keys:
                 raise ValueError(f"table {self.table} has no rows to reference")
-            return self.values[i % len(self.values)]
+            return keys[i % len(keys)]
         return self.key(self.start + i % max(self.count, 1))
 
     def picker(self, rand: Callable[[], float]) -> Callable[[], Any]:
         """A function returning the key of a random row."""
-        if self.values is not None:
-            values, n = self.values, len(self.values)
+        keys = self.keys
+        if keys is not None:
+            n = len(keys)
             if not n:
                 raise ValueError(f"table {self.table} has no rows to reference")
-            return lambda: values[int(rand() * n)]
+            return lambda: keys[int(rand() * n)]
         if self.column is None:
             raise ValueError(f"table {self.table} has no one-column primary key: its rows have no key to reference")
         start, count, make = self.start, self.count, self.make
