@@ -134,3 +134,20 @@ def test_restore_lists_leave_out_only_db_roles_policies() -> None:
     assert roles_policy("216; 0 0 COMMENT public POLICY dbguard_own_rows ON projects postgres")
     assert not roles_policy("217; 3256 16421 POLICY public projects team_policy postgres")
     assert not roles_policy("218; 1259 16400 TABLE public dbguard_like postgres")
+
+
+def test_the_ladder_fails_a_table_without_an_ownership_entry(tiers, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from dbguard.cli.console import Output
+    from dbguard.ladder.rungs import climb
+    from dbguard.ownership import INFO_KEY
+
+    from tests.support.setup import cleared
+
+    def entry_check() -> list[str]:
+        ladder = climb(tiers.settings, cleared(tiers.settings, "ladder", Tier.INT), Output(Tier.INT))
+        return [f"{c.status}: {c.detail}" for c in ladder.checks if c.name == "every table has an ownership entry"]
+
+    assert entry_check() == ["pass: all declared"]
+    monkeypatch.delitem(PROJECT.metadata.tables["comments"].info, INFO_KEY)
+    (failed,) = entry_check()
+    assert failed.startswith("fail: no entry: public.comments") and "owned(...)" in failed
