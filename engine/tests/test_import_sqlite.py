@@ -89,6 +89,9 @@ def test_every_quirk_of_sqlite_typing_lands_exactly(tiers: Tiers, int_target, tm
     assert "SQLite table(s) with no PostgreSQL table, not imported: attachments" in result.stdout
     assert "Users: column(s) not imported: legacy_flag (no such PostgreSQL column)" in result.stdout
     assert "imported 11 row(s) from app.db into" in result.stdout
+    audit = json.loads(Path(tiers.settings.values["AUDIT_LOG"]).read_text().splitlines()[-1])
+    assert (audit["task"], audit["outcome"]) == ("import-sqlite", "ok")
+    assert {"file": "app.db", "tables": 4, "rows": 11, "refused": 0}.items() <= audit["args"].items()
     utc = "SET TIME ZONE 'UTC'; "
     assert tiers.sql(
         Tier.INT,
