@@ -25,6 +25,7 @@ from alembic import context
 from sqlalchemy import Connection, Engine
 
 from dbguard.migrations.schema import refuse_autocommit_blocks, session_timeouts, set_timeouts
+from dbguard.ownership import INFO_KEY as OWNERSHIP_KEY
 from dbguard.settings import Settings, load_settings
 
 ENGINE_TABLES = {"alembic_version", "tier_stamp"}
@@ -74,6 +75,23 @@ def compare_options(metadata: Any) -> dict[str, Any]:
     }
 
 
+def drop_engine_info(context: Any, revision: Any, directives: list[Any]) -> None:
+    """Autogenerate leaves out what the engine keeps in a table's `info` (its ownership entry): Alembic writes
+    a table's info into `op.create_table(...)`, and `Ownership(...)` there would not even import. Column
+    info (the PII classes) is never written by Alembic."""
+
+    def walk(op: Any) -> None:
+        info = getattr(op, "info", None)
+        if isinstance(info, dict) and OWNERSHIP_KEY in info:
+            op.info = {k: v for k, v in info.items() if k != OWNERSHIP_KEY}
+        for child in getattr(op, "ops", None) or ():
+            walk(child)
+
+    for script in directives:
+        for ops in (*getattr(script, "upgrade_ops_list", ()), *getattr(script, "downgrade_ops_list", ())):
+            walk(ops)
+
+
 def run() -> None:
     """Run the migrations Alembic asked for, in whichever of the three modes applies."""
     config = context.config
@@ -87,6 +105,7 @@ def run() -> None:
             target_metadata=metadata,
             **compare_options(metadata),
             transaction_per_migration=not external,
+            process_revision_directives=drop_engine_info,
         )
         if external:
             refuse_autocommit_blocks(context.get_context())
