@@ -234,6 +234,10 @@ def test_prod_roles_need_the_typed_name_and_save_the_state_first(tiers: Tiers, t
     refused = roles(tiers.settings, "prod")
     assert refused.code == 2 and not refused.ran
     db = tiers.names[Tier.PROD]
+    before = tiers.prod.psql(db, "SELECT string_agg(relname || coalesce(relacl::text, ''), ',') FROM pg_class")
+    planned = roles(tiers.settings, "prod", dry_run=True)
+    assert planned.code == 0 and "+ SELECT" in planned.text and "nothing was changed" in planned.text, planned.text
+    assert tiers.prod.psql(db, "SELECT string_agg(relname || coalesce(relacl::text, ''), ',') FROM pg_class") == before
     done = roles(tiers.settings, "prod", confirm=db)
     assert done.code == 0, done.text
     assert list((tiers.settings.backups_dir / "roles").glob(f"prod-{db}-roles-*.sql"))

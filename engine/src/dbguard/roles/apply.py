@@ -17,6 +17,7 @@ applied to the new one too. Database-level grants are carried by the swap itself
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,6 +173,9 @@ def roles_task(ctx: TaskContext) -> int:
     wanted = Wanted(names, base.matrix, passwords, reader, applying=True)
     with target.connect(read_only=ctx.dry_run) as conn:
         state = read(conn, wanted)
+        if reader and reader not in state.roles:
+            out.warn(f"PROD's read-only role '{reader}' does not exist: make it with invoke db.prod-reader, then again")
+            wanted = replace(wanted, reader=None)
         changes = plan(state, wanted)
     absent = missing_tables(state, wanted.matrix)
     if absent:
