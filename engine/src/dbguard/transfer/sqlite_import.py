@@ -700,7 +700,9 @@ def _run(ctx: TaskContext, load: Load, plan: Plan, path: Path, skip_bad: bool) -
     stopped = False
     with conn.transaction():
         load_existing_keys(load, plan, {job.target.qualified for job in plan.jobs})
-        if load.write:
+        if load.write:  # again under the lock, in the transaction that writes: nothing changed since the plan
+            _at_head(conn, ctx)
+            _empty(conn, ctx, plan)
             conn.execute("SET CONSTRAINTS ALL DEFERRED")
             for fk in plan.dropped:
                 conn.execute(
