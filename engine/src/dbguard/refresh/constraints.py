@@ -39,6 +39,7 @@ from dbguard.refresh.rules import (
     LiveConstraint,
     LiveTable,
     MaskRule,
+    app_schemas,
     check_coverage,
     live_schema,
     load_policy,
@@ -243,7 +244,7 @@ def kept_on(source: Cleared, settings: Settings) -> tuple[bool, str]:
     """The ladder's row: do the sanitizing rules keep `source`'s constraints? (ok, detail)"""
     try:
         with source.connect(read_only=True, options=throwaway_key().options) as conn:
-            tables = live_schema(conn, ("public",))
+            tables = live_schema(conn, app_schemas(conn))
             coverage = check_coverage(load_policy(settings), tables)
             conflicts = static_conflicts(tables, coverage) + check_conflicts(conn, tables, coverage)
     except OpsError as exc:
@@ -297,13 +298,13 @@ def redraw_duplicates(conn: Connection, table: LiveTable, rules: dict[str, MaskR
 def _redraw(
     conn: Connection, table: LiveTable, rule: MaskRule, column: LiveColumn, constraint: LiveConstraint, rounds: int
 ) -> int:
-    name = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    name = table.relation
     key = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in constraint.keys)
     conditions = [sql.SQL("({}) IS NOT NULL").format(sql.SQL(e)) for e in constraint.keys]
     if constraint.predicate:
         conditions.append(sql.SQL("({})").format(sql.SQL(constraint.predicate)))
     where = sql.SQL(" AND ").join(conditions)
-    duplicated = sql.SQL("SELECT {key} FROM ONLY {t} WHERE {where} GROUP BY {key} HAVING count(*) > 1").format(
+    duplicated = sql.SQL("SELECT {key} FROM {t} WHERE {where} GROUP BY {key} HAVING count(*) > 1").format(
         key=key, t=name, where=where
     )
     col = sql.Identifier(column.name)
@@ -322,11 +323,13 @@ def _redraw(
             )
         place = sql.SQL("row_number() OVER (PARTITION BY {} ORDER BY t::text)").format(key)
         find = sql.SQL(
-            "SELECT ctid AS row_id, {c} AS old, {place} AS place, sha256({k} || convert_to({again} || {place} || "
-            "':' || {c}::text, 'UTF8')) AS h FROM ONLY {t} t WHERE ({key}) IN ({duplicated})"
+            "SELECT tableoid AS table_id, ctid AS row_id, {c} AS old, {place} AS place, "
+            "sha256({k} || convert_to({again} || {place} || "
+            "':' || {c}::text, 'UTF8')) AS h FROM {t} t WHERE ({key}) IN ({duplicated})"
         ).format(c=col, place=place, k=KEY, again=sql.Literal(f"unique:{n}:"), t=name, key=key, duplicated=duplicated)
         update = sql.SQL(
-            "UPDATE ONLY {t} t SET {c} = ({made})::{ty} FROM ({find}) d WHERE t.ctid = d.row_id AND d.place > 1"
+            "UPDATE {t} t SET {c} = ({made})::{ty} FROM ({find}) d "
+            "WHERE t.tableoid = d.table_id AND t.ctid = d.row_id AND d.place > 1"
         ).format(t=name, c=col, made=sql.SQL(made), ty=sql.SQL(column.type_name), find=find)
         total += conn.execute(update).rowcount
         conn.commit()

@@ -311,6 +311,4 @@ def sanitized_select(table: LiveTable, rules: dict[str, MaskRule]) -> sql.Compos
         if hashes
         else sql.SQL("")
     )
-    return sql.SQL("SELECT {} FROM ONLY {}.{} t{}").format(
-        sql.SQL(", ").join(outputs), sql.Identifier(table.schema), sql.Identifier(table.name), lateral
-    )
+    return sql.SQL("SELECT {} FROM {} t{}").format(sql.SQL(", ").join(outputs), table.relation, lateral)

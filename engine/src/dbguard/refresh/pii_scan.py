@@ -45,8 +45,8 @@ def prod_pii_hashes(conn: Connection, tables: list[LiveTable], coverage: Coverag
             if rule is None or rule.kind not in SCANNED_KINDS:
                 continue
             col = sql.SQL("{}::text").format(sql.Identifier(column.name))
-            query = sql.SQL("SELECT DISTINCT {} FROM ONLY {}.{} WHERE {} IS NOT NULL").format(
-                _hash(col), sql.Identifier(table.schema), sql.Identifier(table.name), sql.Identifier(column.name)
+            query = sql.SQL("SELECT DISTINCT {} FROM {} WHERE {} IS NOT NULL").format(
+                _hash(col), table.relation, sql.Identifier(column.name)
             )
             found.update(bytes(row[0]) for row in conn.execute(query))
     return found
@@ -74,7 +74,7 @@ def drop_probe(conn: Connection) -> None:
 
 
 def _name(table: LiveTable) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    return table.relation  # ONLY the table, or a partitioned one with its partitions
 
 
 def rerolled(column: LiveColumn, rule: MaskRule | None) -> bool:
@@ -107,7 +107,7 @@ def reroll_table(conn: Connection, table: LiveTable, rules: dict[str, MaskRule],
         find = sql.SQL(
             "CREATE TEMP TABLE pii_hits ON COMMIT DROP AS SELECT DISTINCT x.col, x.v AS old_value, x.v AS fake_value, "
             "0 AS drawn "
-            "FROM ONLY {src} t CROSS JOIN LATERAL (VALUES {values}) x(col, v) "
+            "FROM {src} t CROSS JOIN LATERAL (VALUES {values}) x(col, v) "
             "WHERE x.v IS NOT NULL AND {h} IN (SELECT h FROM {probe})"
         )
         hits = conn.execute(find.format(src=_name(table), values=values, h=_hash(sql.SQL("x.v")), probe=PROBE)).rowcount
@@ -149,7 +149,7 @@ def reroll_table(conn: Connection, table: LiveTable, rules: dict[str, MaskRule],
                 break
         for column in columns:
             apply = sql.SQL(
-                "UPDATE ONLY {src} t SET {c} = h.fake_value::{ty} FROM pii_hits h "
+                "UPDATE {src} t SET {c} = h.fake_value::{ty} FROM pii_hits h "
                 "WHERE h.col = {name} AND t.{c}::text = h.old_value"
             )
             conn.execute(
@@ -182,10 +182,10 @@ def scan_table(conn: Connection, table: LiveTable, rules: dict[str, MaskRule]) -
             continue
         col = sql.Identifier(column.name)
         if column.category in TEXT_CATEGORIES:
-            values = sql.SQL("SELECT {}::text AS v FROM ONLY {} WHERE {} IS NOT NULL").format(col, _name(table), col)
+            values = sql.SQL("SELECT {}::text AS v FROM {} WHERE {} IS NOT NULL").format(col, _name(table), col)
         else:
             values = sql.SQL(
-                "SELECT s #>> '{{}}' AS v FROM ONLY {src}, LATERAL jsonb_path_query({c}::jsonb, 'strict $.**') s "
+                "SELECT s #>> '{{}}' AS v FROM {src}, LATERAL jsonb_path_query({c}::jsonb, 'strict $.**') s "
                 "WHERE jsonb_typeof(s) = 'string'"
             ).format(src=_name(table), c=col)
         # DISTINCT first: hashing a value once, not once per row (copied columns repeat a lot)

@@ -22,6 +22,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psycopg import sql
+
 from dbguard.errors import Refused
 from dbguard.guard.connect import Connection
 from dbguard.pii import PII, pii_of
@@ -172,10 +174,17 @@ class LiveTable:
     columns: tuple[LiveColumn, ...]
     key: tuple[str, ...] = ()  # the primary key's columns (a secret is derived from them)
     constraints: tuple[LiveConstraint, ...] = ()
+    partitioned: bool = False  # its rows live in its partitions
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def relation(self) -> sql.Composed:
+        """The table in FROM or UPDATE: ONLY itself (not its children), or, partitioned, with its partitions."""
+        name = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+        return name if self.partitioned else sql.SQL("ONLY {}").format(name)
 
     def column(self, name: str) -> LiveColumn | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -188,7 +197,8 @@ def live_schema(conn: Connection, schemas: tuple[str, ...] = ("public",)) -> lis
         SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory,
                coalesce(bt.typname, t.typname), a.attnotnull,
                CASE WHEN coalesce(bt.typname, t.typname) IN ('varchar', 'bpchar') AND a.atttypmod > 4
-                    THEN a.atttypmod - 4 END
+                    THEN a.atttypmod - 4 END,
+               c.relkind = 'p'
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -196,20 +206,39 @@ def live_schema(conn: Connection, schemas: tuple[str, ...] = ("public",)) -> lis
         LEFT JOIN pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
           AND a.attgenerated = ''
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                          AND d.deptype = 'e')
         ORDER BY n.nspname, c.relname, a.attnum
         """,
         (list(schemas),),
     ).fetchall()
     tables: dict[tuple[str, str], list[LiveColumn]] = {}
-    for schema, table, column, type_name, category, base, not_null, length in rows:
+    partitioned: set[tuple[str, str]] = set()
+    for schema, table, column, type_name, category, base, not_null, length, is_partitioned in rows:
         tables.setdefault((str(schema), str(table)), []).append(
             LiveColumn(str(column), str(type_name), str(category), str(base), bool(not_null), length)
         )
+        if is_partitioned:
+            partitioned.add((str(schema), str(table)))
     keys, constraints = live_constraints(conn, schemas)
     return [
-        LiveTable(s, t, tuple(cols), keys.get((s, t), ()), tuple(constraints.get((s, t), [])))
+        LiveTable(s, t, tuple(cols), keys.get((s, t), ()), tuple(constraints.get((s, t), [])), (s, t) in partitioned)
         for (s, t), cols in tables.items()
     ]
+
+
+def app_schemas(conn: Connection) -> tuple[str, ...]:
+    """The schemas that hold the app's tables: all but PostgreSQL's, the tools' own and extensions'."""
+    rows = conn.execute(
+        """
+        SELECT n.nspname FROM pg_namespace n
+        WHERE n.nspname NOT IN ('information_schema', 'dbguard', 'dbguard_verify') AND n.nspname NOT LIKE 'pg\\_%'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid
+                          AND d.deptype = 'e')
+        ORDER BY 1
+        """
+    ).fetchall()
+    return tuple(str(r[0]) for r in rows)
 
 
 def live_constraints(

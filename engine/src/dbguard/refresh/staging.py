@@ -75,6 +75,7 @@ from dbguard.refresh.rules import (
     Coverage,
     LiveTable,
     MaskRule,
+    app_schemas,
     check_coverage,
     live_schema,
     load_policy,
@@ -83,7 +84,6 @@ from dbguard.refresh.rules import (
 from dbguard.reports.status import human_size
 
 WORKERS = max(2, min(os.cpu_count() or 2, 8))  # copies, checks and index builds at once
-APP_SCHEMAS = ("public",)
 SOURCE_OPTIONS = "-c jit=off"  # compiling pays off for long analytic queries, not for these streams
 PSQL = ("-X", "-v", "ON_ERROR_STOP=1")  # every psql the refresh runs stops at the first error
 
@@ -154,7 +154,7 @@ def refresh_task(ctx: TaskContext, *, undo: bool = False) -> int:
         snap.isolation_level = IsolationLevel.REPEATABLE_READ
         row = snap.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
-        tables = live_schema(snap, APP_SCHEMAS)
+        tables = live_schema(snap, app_schemas(snap))
         coverage = check_coverage(policy, tables)
         sizes = table_sizes(snap, tables)
         if ctx.dry_run:
@@ -236,7 +236,7 @@ class Refresh:
         sequences = self.snap.execute(
             "SELECT schemaname, sequencename, last_value FROM pg_sequences "
             "WHERE schemaname = ANY(%s) AND last_value IS NOT NULL",
-            (list(APP_SCHEMAS),),
+            (list(app_schemas(self.snap)),),
         ).fetchall()
         began = time.monotonic()
         with ThreadPoolExecutor(1, thread_name_prefix="probe") as side:  # beside the copies, not in their slots
@@ -349,7 +349,7 @@ class Refresh:
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot)))
             for t in self.tables:
-                q = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+                q = sql.SQL("SELECT count(*) FROM {}").format(t.relation)
                 row = conn.execute(q).fetchone()
                 self.counts[t.qualified] = int(row[0]) if row else 0
             hashes = prod_pii_hashes(conn, self.tables, self.coverage)
@@ -377,14 +377,16 @@ class Refresh:
             "-c",
             "COMMIT",
         ]
+        # FREEZE (no later vacuum rewrites the pages) needs a TRUNCATE in the same transaction; a partitioned
+        # table takes neither: COPY routes each row to its partition
+        freeze = ["-c", f"TRUNCATE ONLY {name}"] if not table.partitioned else []
         receive = [
             *PSQL,
             "-c",
             "BEGIN",
+            *freeze,
             "-c",
-            f"TRUNCATE ONLY {name}",
-            "-c",
-            f"COPY {name} ({columns}) FROM STDIN (FORMAT binary, FREEZE)",
+            f"COPY {name} ({columns}) FROM STDIN (FORMAT binary{'' if table.partitioned else ', FREEZE'})",
             "-c",
             "COMMIT",
         ]
@@ -486,7 +488,7 @@ def sanitize_check_task(ctx: TaskContext) -> int:
     """Does the policy cover PROD's live schema? Reads PROD's catalog only; copies nothing."""
     policy = load_policy(ctx.settings)
     with ctx.target.connect(read_only=True) as conn:
-        tables = live_schema(conn, APP_SCHEMAS)
+        tables = live_schema(conn, app_schemas(conn))
         sizes = table_sizes(conn, tables)
     coverage = check_coverage(policy, tables)
     show_plan(ctx.out, tables, coverage, sizes)
