@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from dbguard.guard.tiers import Tier
+from dbguard.transfer.keys import unpack
 
 from tests.support.cli import invoke_cli
 from tests.support.setup import Tiers, state_values
@@ -82,7 +83,7 @@ def memory(url: str, origin_user: str) -> dict[str, dict[str, str]]:
         rows = conn.execute(
             "SELECT table_name, keys FROM dbguard.transfer_keys WHERE user_key = %s", (origin_user,)
         ).fetchall()
-    return {str(t).removeprefix("public."): dict(k) for t, k in rows}
+    return {str(t).removeprefix("public."): unpack(str(k)) for t, k in rows}
 
 
 def rows_by_id(url: str, table: str) -> dict[str, dict[str, object]]:

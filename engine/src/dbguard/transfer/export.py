@@ -15,10 +15,12 @@ What must always hold:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,18 +54,41 @@ SESSION = (
 Row = tuple[bytes, ...]
 
 
-def array_literal(values: Iterable[str]) -> sql.Literal:
-    """A text[] literal for `values` (every element quoted), for `= ANY(...)` and unnest()."""
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a slice's hundreds of thousands of rows are held as lists: none of them
+    forms a cycle, and each collection would walk them all again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def array_literal(values: Iterable[str], *, plain: bool = False) -> sql.Literal:
+    """A text[] literal for `values`, for `= ANY(...)` and unnest(): every element quoted, unless `plain` says
+    they are numbers or uuids (nothing in them to quote)."""
+    if plain:
+        return sql.Literal("{" + ",".join(values) + "}")
     quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
     return sql.Literal("{" + ",".join(quoted) + "}")
+
+
+def plain_type(info: TableInfo, column: str) -> bool:
+    """Numbers and uuids: their COPY text needs no decoding and no quoting in an array."""
+    found = info.column(column)
+    return found.category == "N" or found.base_type == "uuid"
 
 
 def matching(info: TableInfo, columns: Sequence[str], values: Sequence[tuple[str, ...]]) -> sql.Composed:
     """`t.(columns)` is one of `values` (text, cast to each column's type): an index lookup where there is one."""
     if len(columns) == 1:
         kind = sql.SQL(info.column(columns[0]).type_name)
+        plain = plain_type(info, columns[0])
         return sql.SQL("t.{} = ANY({}::text[]::{}[])").format(
-            sql.Identifier(columns[0]), array_literal(v[0] for v in values), kind
+            sql.Identifier(columns[0]), array_literal((v[0] for v in values), plain=plain), kind
         )
     arrays = [
         sql.SQL("{}::text[]::{}[]").format(array_literal(v[i] for v in values), sql.SQL(info.column(c).type_name))
@@ -83,26 +108,22 @@ class Part:
     reference: dict[Row | bytes, bytes] = field(default_factory=dict)
     values: dict[tuple[str, ...], set[tuple[bytes, ...]]] = field(default_factory=dict)  # taken, per column set
 
-    def identity(self, fields: list[bytes], line: bytes) -> Row | bytes:
-        pk = self.info.primary_key
-        return tuple(fields[self.info.index(c)] for c in pk) if pk else line
-
-    def has(self, key: Row | bytes) -> bool:
-        return key in self.owned or key in self.reference
-
     def add(self, lines: list[bytes], owned: bool) -> list[list[bytes]]:
         """Keep the lines not taken yet; return their fields."""
         into = self.owned if owned else self.reference
+        other = self.reference if owned else self.owned
+        pk = self.info.at(self.info.primary_key)
+        caches = [(self.info.at(columns), seen) for columns, seen in self.values.items()]
         new = []
         for line in lines:
             fields = line.split(b"\t")
-            key = self.identity(fields, line)
-            if self.has(key):
+            key: Row | bytes = tuple([fields[i] for i in pk]) if pk else line
+            if key in into or key in other:
                 continue
             into[key] = line
             new.append(fields)
-            for columns, seen in self.values.items():
-                seen.add(tuple(fields[self.info.index(c)] for c in columns))
+            for at, seen in caches:
+                seen.add(tuple([fields[i] for i in at]))
         return new
 
     def taken_values(self, columns: tuple[str, ...]) -> set[tuple[bytes, ...]]:
@@ -177,10 +198,21 @@ class Export:
         """Take the rows of `table` whose `columns` hold one of `values`; return the new ones' fields."""
         info, part = self.graph.table(table), self.part(table)
         decoded = [tuple(str(decode_field(v)) for v in value) for value in values if NULL not in value]
+        pk = info.primary_key
+        taken = [k[0] for k in (*part.owned, *part.reference)] if len(pk) == 1 and plain_type(info, pk[0]) else []
+        skip = (  # rows taken already are not read again (a comment reached through its task and its author)
+            sql.SQL(" AND NOT t.{} = ANY({}::text[]::{}[])").format(
+                sql.Identifier(pk[0]),
+                array_literal((bytes(k).decode() for k in taken), plain=True),
+                sql.SQL(info.column(pk[0]).type_name),
+            )
+            if taken
+            else sql.SQL("")
+        )
         new: list[list[bytes]] = []
         for start in range(0, len(decoded), BATCH):
-            lines = self.select(info, matching(info, columns, decoded[start : start + BATCH]), own=owned)
-            new += part.add(lines, owned)
+            where = sql.SQL("{}{}").format(matching(info, columns, decoded[start : start + BATCH]), skip)
+            new += part.add(self.select(info, where, own=owned), owned)
         return new
 
     def walk(self, key: str) -> None:
@@ -278,7 +310,8 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
             require_kept_keys(graph, rules)
         revision = current_revision(conn)
         run = Export(conn, graph, users, rules, raw_own=raw and sanitize, row_owners=row_owners(settings))
-        run.walk(user)
+        with gc_paused():
+            run.walk(user)
         conn.rollback()
     parts = [p for p in run.parts.values() if p.owned or p.reference]
     exported_key = exported_user_key(run)

@@ -35,7 +35,7 @@ from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision, head
-from dbguard.transfer.export import SESSION, matching
+from dbguard.transfer.export import SESSION, gc_paused, matching
 from dbguard.transfer.keys import KeyMaker, KeyMemory
 from dbguard.transfer.manifest import NULL, ExportFile, decode_field, encode_field, read_export
 from dbguard.transfer.slice import ForeignKey, Graph, TableInfo, UserTable, read_graph
@@ -58,7 +58,7 @@ class Counts:
         return self.kept + self.new_keys
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """One row on its way in: the file's fields and the fields it will have in the target."""
 
@@ -143,16 +143,29 @@ class Import:
         for fk in info.foreign_keys:
             if fk.parent not in self.file.tables:
                 continue
-            at = [info.index(c) for c in fk.columns]
+            at = info.at(fk.columns)
             mapping = self.maps.get((fk.parent, fk.parent_columns), {})
             missing = 0
+            if fk in deferred:
+                for row in rows:
+                    if NULL not in [row.old[i] for i in at]:
+                        for i in at:
+                            row.new[i] = NULL
+                continue
+            if len(at) == 1:
+                (i,) = at
+                for row in rows:
+                    value = row.old[i]
+                    if value != NULL:
+                        found = mapping.get((value,))
+                        if found is None:
+                            missing += 1
+                        else:
+                            row.new[i] = found[0]
+                continue
             for row in rows:
-                old = tuple(row.old[i] for i in at)
+                old = tuple([row.old[i] for i in at])
                 if NULL in old:
-                    continue
-                if fk in deferred:
-                    for i in at:
-                        row.new[i] = NULL
                     continue
                 new = mapping.get(old)
                 if new is None:
@@ -169,12 +182,16 @@ class Import:
         self.failures.setdefault(table, []).append(message)
 
     def ident(self, info: TableInfo, fields: list[bytes]) -> str:
-        return "\t".join(fields[info.index(c)].decode() for c in info.primary_key)
+        return b"\t".join([fields[i] for i in info.at(info.primary_key)]).decode()
 
     def idents(self, info: TableInfo, rows: list[Pending]) -> list[str]:
         """Each row's name in the memory: its primary key; without one, its line's hash and occurrence."""
+        if len(info.primary_key) == 1:
+            i = info.index(info.primary_key[0])
+            return [r.old[i].decode() for r in rows]
         if info.primary_key:
-            return [self.ident(info, r.old) for r in rows]
+            at = info.at(info.primary_key)
+            return [b"\t".join([r.old[i] for i in at]).decode() for r in rows]
         seen: dict[str, int] = {}
         names = []
         for row in rows:
@@ -258,8 +275,9 @@ class Import:
             mapping = self.maps.setdefault((name, columns), {})
             for i, row in enumerate(rows):
                 mapping[tuple(row.old[j] for j in at)] = tuple(target_of[i][j] for j in at)
+        pk_at = info.at(info.primary_key)
         for i, ident in enumerate(idents):
-            remembered[ident] = self.ident(info, target_of[i]) if info.primary_key else ""
+            remembered[ident] = b"\t".join([target_of[i][j] for j in pk_at]).decode() if pk_at else ""
         for fk in deferred:
             if fk.table == name and info.primary_key:
                 at = [info.index(c) for c in fk.columns]
@@ -325,11 +343,14 @@ class Import:
             return
         column, generator = maker
         at = info.index(column)
-        taken = {k[0].decode() for k in self.lookup(info, (column,), [(r.new[at],) for r in rows])}
-        used: set[str] = set(taken)
+        values = [r.new[at] for r in rows]
+        used = (
+            {k[0] for k in self.lookup(info, (column,), [(v,) for v in values])}
+            if self.may_clash(info, column, values)
+            else set()
+        )
         clash: list[Pending] = []
-        for row in rows:
-            value = row.new[at].decode()
+        for row, value in zip(rows, values, strict=True):
             if value in used:
                 clash.append(row)
             else:
@@ -340,10 +361,27 @@ class Import:
             kept = [int(r.new[at]) for r in rows if id(r) not in clashing]
             table = sql.SQL("{}.{}").format(sql.Identifier(info.live.schema), sql.Identifier(info.live.name))
             keys.move_past(table, column, max(kept, default=0))
-        for row, key in zip(clash, keys.make(len(clash), used), strict=True):
+        for row, key in zip(clash, keys.make(len(clash), {u.decode() for u in used}), strict=True):
             row.new[at] = key.encode()
         counts.kept += len(rows) - len(clash)
         counts.new_keys += len(clash)
+
+    def may_clash(self, info: TableInfo, column: str, values: list[bytes]) -> bool:
+        """Whether any of `values` could be a key the target has: not when the target's keys are all below or
+        above them (an empty table, a sequence far from the source's), found by one look at the key's index."""
+        kind = info.column(column)
+        if not values or not (kind.category == "N" or kind.base_type == "uuid"):
+            return True
+        row = self.conn.execute(
+            sql.SQL("SELECT min(t.{0}{1})::text, max(t.{0}{1})::text FROM {2}").format(
+                sql.Identifier(column), sql.SQL("::text" if kind.base_type == "uuid" else ""), info.source
+            )
+        ).fetchone()
+        if row is None or row[0] is None:
+            return False
+        ours = [int(v) for v in values] if kind.category == "N" else [v.decode() for v in values]
+        low, high = (int(row[0]), int(row[1])) if kind.category == "N" else (str(row[0]), str(row[1]))
+        return not (max(ours) < low or min(ours) > high)  # type: ignore[operator]
 
     def insert(self, info: TableInfo, rows: list[list[bytes]]) -> None:
         """COPY the rows in, under a savepoint; rows that do not fit are counted, by constraint, and reported."""
@@ -479,7 +517,8 @@ def import_task(ctx: TaskContext, *, from_: str, as_: str | None) -> int:
     if not from_:
         raise Refused("--from is required: the file db.export-user wrote", "pass --from FILE")
     path = Path(from_).expanduser()
-    file = read_export(path)
+    with gc_paused():
+        file = read_export(path)
     manifest = file.manifest
     if manifest.get("tier") == Tier.PROD.value and manifest.get("sanitized") != "yes" and ctx.tier is not Tier.PROD:
         authorize_step(
@@ -538,8 +577,9 @@ def plan_import(
 ) -> tuple[Import, list[str]]:
     run = prepare(ctx, conn, file, path, users, as_, user_key, writing=writing)
     order, deferred = run.order()
-    for name in order:
-        run.place(name, deferred)
+    with gc_paused():
+        for name in order:
+            run.place(name, deferred)
     run.set_deferred()
     if not run.failures:
         run.move_sequences()

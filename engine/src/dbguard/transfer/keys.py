@@ -23,8 +23,20 @@ from dbguard.guard.connect import Connection
 MEMORY = sql.SQL("dbguard.transfer_keys")
 CREATE_MEMORY = sql.SQL(
     "CREATE TABLE IF NOT EXISTS {} (origin text NOT NULL, user_key text NOT NULL, table_name text NOT NULL, "
-    "keys jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (origin, user_key, table_name))"
+    "keys text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (origin, user_key, table_name))"
 ).format(MEMORY)
+
+
+def pack(keys: dict[str, str]) -> str:
+    """The keys as JSON text: those that stayed the same as a list, the others as source -> target."""
+    kept = [source for source, target in keys.items() if source == target]
+    moved = {source: target for source, target in keys.items() if source != target}
+    return json.dumps({"kept": kept, "moved": moved}, separators=(",", ":"))
+
+
+def unpack(text: str) -> dict[str, str]:
+    data = json.loads(text)
+    return {**{k: k for k in data.get("kept", [])}, **data.get("moved", {})}
 
 
 @dataclass
@@ -45,7 +57,7 @@ class KeyMemory:
                 sql.SQL("SELECT table_name, keys FROM {} WHERE origin = %s AND user_key = %s").format(MEMORY),
                 (origin, user_key),
             ).fetchall()
-            memory.tables = {str(t): dict(k) for t, k in rows}
+            memory.tables = {str(t): unpack(str(k)) for t, k in rows}
         memory.loaded = {t: dict(k) for t, k in memory.tables.items()}
         return memory
 
@@ -61,10 +73,10 @@ class KeyMemory:
         for table, keys in changed.items():
             conn.execute(
                 sql.SQL(
-                    "INSERT INTO {} (origin, user_key, table_name, keys) VALUES (%s, %s, %s, %s::jsonb) "
+                    "INSERT INTO {} (origin, user_key, table_name, keys) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (origin, user_key, table_name) DO UPDATE SET keys = excluded.keys, updated_at = now()"
                 ).format(MEMORY),
-                (self.origin, self.user_key, table, json.dumps(keys)),
+                (self.origin, self.user_key, table, pack(keys)),
             )
         return len(changed)
 

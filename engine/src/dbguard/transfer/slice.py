@@ -15,6 +15,7 @@ slice is closed under every foreign key the server enforces. A user's slice is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from psycopg import sql
 
@@ -69,15 +70,22 @@ class TableInfo:
     def name(self) -> str:
         return self.live.qualified
 
-    @property
+    @cached_property
     def columns(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.live.columns)
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.columns)}
+
     def column(self, name: str) -> LiveColumn:
-        return next(c for c in self.live.columns if c.name == name)
+        return self.live.columns[self._positions[name]]
 
     def index(self, name: str) -> int:
-        return self.columns.index(name)
+        return self._positions[name]
+
+    def at(self, columns: tuple[str, ...]) -> list[int]:
+        return [self._positions[c] for c in columns]
 
 
 @dataclass
