@@ -151,3 +151,15 @@ def test_the_ladder_fails_a_table_without_an_ownership_entry(tiers, monkeypatch:
     monkeypatch.delitem(PROJECT.metadata.tables["comments"].info, INFO_KEY)
     (failed,) = entry_check()
     assert failed.startswith("fail: no entry: public.comments") and "owned(...)" in failed
+
+
+def test_the_docs_render_the_example_apps_matrix_as_db_ownership_prints_it(tmp_path: Path) -> None:
+    from dbguard.roles.show import as_markdown
+
+    from tests.support.project import TEMPLATE_ROOT
+
+    table = as_markdown(load_project(TEMPLATE_ROOT).metadata)
+    assert "| `public.notification_jobs` | isolated | worker | - | - |" in table
+    assert table in (TEMPLATE_ROOT / "docs" / "operations.md").read_text(), "run invoke db.ownership --markdown"
+    proc = invoke_cli("db.ownership", "--markdown", env=state_values(tmp_path), cwd=TEMPLATE_ROOT)
+    assert proc.returncode == 0 and table in proc.stdout, proc.stdout + proc.stderr

@@ -341,7 +341,7 @@ TASKS: tuple[TaskSpec, ...] = (
         "ownership",
         "Print the ownership matrix: per table, the components that write it and those that only read it.",
         "dbguard.roles.show:ownership_task",
-        (ENV,),
+        (ENV, Option("markdown", False, "print it as a Markdown table (for the docs)")),
     ),
     TaskSpec(
         "roles",
