@@ -16,7 +16,7 @@ from dbguard.guard.tiers import Tier
 from dbguard.migrations.schema import drop_app_schemas, raw, sa_connection, upgrade
 from dbguard.seeding import reset, runner
 from dbguard.seeding.api import Fakes
-from dbguard.seeding.copy_types import CONVERTERS, TIMESTAMP, TIMESTAMPTZ
+from dbguard.seeding.copy_types import CONVERTERS, TIMESTAMP, TIMESTAMPTZ, converters_for, settled
 from dbguard.seeding.factories import create
 from dbguard.seeding.keys import KeySpace, uuid_keys
 from dbguard.seeding.runner import make_plan, seed_database, table_digests
@@ -218,6 +218,11 @@ def test_datetimes_are_stored_as_the_column_type_wants() -> None:
     naive = datetime(2025, 6, 1, 12, 0)
     assert CONVERTERS[TIMESTAMPTZ](naive) == datetime(2025, 6, 1, 12, 0, tzinfo=UTC)  # timestamptz: taken as UTC
     assert CONVERTERS[TIMESTAMPTZ](aware) is aware and CONVERTERS[TIMESTAMP](naive) is naive
+    # converted row by row only where the first row's value is not what COPY takes as it is
+    oids = [TIMESTAMPTZ, TIMESTAMP, TIMESTAMPTZ]
+    kept = settled(oids, converters_for(oids), (aware, aware, None))
+    assert [i for i, _ in kept] == [1, 2]  # an aware value for timestamptz needs nothing; None says nothing
+    assert [i for i, _ in settled(oids, converters_for(oids), (naive, naive, naive))] == [0, 2]
 
 
 def test_factories_reference_uuid_keys_and_fill_plain_tables(shapes: tuple[Tiers, Settings]) -> None:

@@ -124,6 +124,30 @@ def converters_for(oids: list[int]) -> Converters:
     ]
 
 
+ALREADY: dict[int, Callable[[Any], bool]] = {  # a value COPY takes as it is, for the converted types
+    INET: lambda v: isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address),
+    CIDR: lambda v: isinstance(v, ipaddress.IPv4Network | ipaddress.IPv6Network),
+    JSON: lambda v: isinstance(v, dict | list),
+    JSONB: lambda v: isinstance(v, dict | list),
+    UUID: lambda v: isinstance(v, uuid.UUID),
+    TIMESTAMP: lambda v: isinstance(v, datetime) and v.tzinfo is None,
+    TIMESTAMPTZ: lambda v: isinstance(v, datetime) and v.tzinfo is not None,
+} | dict.fromkeys(ARRAYS, lambda v: isinstance(v, list))
+
+
+def settled(oids: list[int], converters: Converters, first: Sequence[Any] | None) -> Converters:
+    """The converters still needed once the first row is seen: a seed module gives a column values of one
+    type, so a column whose first value COPY takes as it is (an aware datetime for timestamptz, a dict for
+    jsonb, ...) is not converted row by row. A later value of another type is refused by COPY as a bad value."""
+    if first is None:
+        return converters
+    return [
+        (i, convert)
+        for i, convert in converters
+        if first[i] is None or not (ALREADY.get(oids[i]) or (lambda v: False))(first[i])
+    ]
+
+
 def converted(row: Sequence[Any], converters: Converters) -> Sequence[Any]:
     """The row with each converted column replaced (the row itself when nothing needs converting)."""
     if not converters:

@@ -16,12 +16,13 @@ import os
 import tempfile
 import traceback
 from collections.abc import Callable
+from itertools import chain
 from typing import IO, Any
 
 import psycopg
 
 from dbguard.seeding.api import Fakes, SeedTable
-from dbguard.seeding.copy_types import Converters, converted
+from dbguard.seeding.copy_types import Converters, converted, settled
 
 try:  # psycopg internals; the runner falls back to in-process generation without them
     from psycopg._copy_base import BinaryFormatter
@@ -66,7 +67,9 @@ def _produce(
         formatter = BinaryFormatter(tx)
         rows = generate(seed, fakes, start, count, key)
         next(rows)  # the column names
-        for row in rows:
+        first = next(rows, None)
+        converters = settled(oids, converters, first)
+        for row in chain((first,), rows) if first is not None else rows:
             data = formatter.write_row(converted(row, converters))
             if data:
                 out.write(data)
@@ -74,7 +77,7 @@ def _produce(
         out.flush()
         errors.send(None)
     except BaseException as exc:  # reported to the parent, which names the seed module when its rows are at fault
-        from_rows = isinstance(exc, ValueError | psycopg.Error)  # a row, or a value in it, COPY cannot take
+        from_rows = isinstance(exc, ValueError | TypeError | psycopg.Error)  # a row, or a value in it, COPY cannot take
         named = str(exc) if type(exc).__name__ == "RowError" else f"{type(exc).__name__}: {exc}"
         errors.send((f"{named}\n{traceback.format_exc(limit=3)}", from_rows))
     finally:

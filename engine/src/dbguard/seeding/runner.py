@@ -36,7 +36,15 @@ from dbguard.guard.connect import Connection
 from dbguard.project import Project
 from dbguard.seeding.api import POOL_SIZE, Fakes, SeedTable
 from dbguard.seeding.bulk_load import defer_forward_keys, defer_indexes_and_keys
-from dbguard.seeding.copy_types import BadColumns, binary_capable, column_oids, converted, converters_for, copy_types
+from dbguard.seeding.copy_types import (
+    BadColumns,
+    binary_capable,
+    column_oids,
+    converted,
+    converters_for,
+    copy_types,
+    settled,
+)
 from dbguard.seeding.keys import KeySpace, key_maker, next_number, qualified, space_for, split
 from dbguard.seeding.offload import OffloadedTable, worth_offloading
 
@@ -372,18 +380,20 @@ def copy_rows(
     """COPY rows into one table. Binary format where every column type allows it (about 3x faster than text)."""
     oids = column_oids(conn, table, columns)
     binary = binary_capable(oids)
-    converters = converters_for(oids)
+    rows = iter(rows)
+    first = next(rows, None)
+    converters = settled(oids, converters_for(oids), first)
     done = 0
     with conn.cursor() as cur, cur.copy(copy_statement(table, columns, binary=binary, freeze=freeze)) as copy:
         copy.set_types(copy_types(oids))
         write = copy.write_row
         try:
-            for row in rows:
+            for row in chain((first,), rows) if first is not None else rows:
                 write(converted(row, converters))
                 done += 1
                 if advance is not None and done % PROGRESS_EVERY == 0:
                     advance(PROGRESS_EVERY)
-        except (ValueError, psycopg.Error) as exc:
+        except (ValueError, TypeError, psycopg.Error) as exc:
             if isinstance(exc, RowError) or (isinstance(exc, psycopg.Error) and exc.sqlstate is not None):
                 raise
             raise RowError(f"a value of row {done + 1} cannot go into its column: {exc}") from exc
