@@ -85,6 +85,7 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
         (["db.seed", "--env", "prod"], {}),
         (["db.reset", "--env", "stg", "--scenario", "minimal"], {}),
         (["db.reset", "--env", "prod"], {}),
+        (["db.fill-standin", "--confirm", prod_db], {}),  # a real PROD: refused before it is opened
         (["db.revision", "-m", "nothing", "--dry-run"], {}),
         (["db.backup", "--env", "int"], {}),
         (["db.backup", "--env", "stg"], {}),
