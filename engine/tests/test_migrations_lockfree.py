@@ -156,13 +156,15 @@ def test_db_migrate_applies_them_on_int_and_stg_with_data(app: Settings, tiers: 
 
 
 PROBE = """
+op.execute("INSERT INTO probe_session SELECT pg_backend_pid()")  # in the revision's transaction
 with op.get_context().autocommit_block():
     op.execute(
         "INSERT INTO probe SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
         "current_setting('application_name'), "
         "(SELECT count(*) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {ns} AND l.objid = {key} "
         "AND l.granted AND l.pid <> pg_backend_pid()), "
-        "(now() = statement_timestamp())::int"
+        "(now() = statement_timestamp())::int, "
+        "(SELECT pid FROM probe_session) = pg_backend_pid()"
     )
 """
 
@@ -174,14 +176,16 @@ def test_inside_an_autocommit_block_the_timeouts_the_guarded_session_and_the_adv
     schema lock held by the run, so no reset, seed or restore can start on the database meanwhile."""
     at(app, tiers, Tier.INT, HEAD)
     tiers.sql(Tier.INT, "CREATE TABLE probe (lock_timeout text, statement_timeout text, app text, locks int, "
-              "own_statement int)")  # fmt: skip
+              "own_statement int, same_session boolean); CREATE TABLE probe_session (pid int)")  # fmt: skip
     add_revision(app, "0010", HEAD, PROBE.format(ns=LOCK_NAMESPACE, key=SCHEMA_LOCK))
     settings = app.with_values(MIGRATION_LOCK_TIMEOUT="1234ms", MIGRATION_STATEMENT_TIMEOUT="7min")
     result = migrate_to(settings, "int")
     assert result.code == 0, result.text
-    assert tiers.sql(Tier.INT, "SELECT lock_timeout, statement_timeout, app, locks, own_statement FROM probe") == (
-        "1234ms|7min|guarded-db-tools|1|1"  # own_statement: the statement is its own transaction (autocommit)
-    )
+    found = tiers.sql(Tier.INT, "SELECT lock_timeout, statement_timeout, app, locks, own_statement, same_session "
+                      "FROM probe")  # fmt: skip
+    # own_statement: the statement is its own transaction (autocommit); same_session: the block runs on the
+    # connection the revision's transaction ran on, the one the guard pinned to the stamped database
+    assert found == "1234ms|7min|guarded-db-tools|1|1|t"
 
 
 def test_the_plain_alembic_cli_runs_autocommit_blocks_through_the_guard(
