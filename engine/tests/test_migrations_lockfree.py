@@ -412,3 +412,27 @@ def test_a_concurrent_build_cut_short_leaves_an_invalid_index_and_running_again_
     again = migrate_to(settings, "int")
     assert again.code == 0, again.text
     assert revision_of(tiers, Tier.INT) == HEAD and tiers.sql(Tier.INT, VALID_INDEX) == "t"
+
+
+def test_an_engine_handed_over_runs_the_blocks_and_gets_its_sessions_settings_back(app: Settings, tiers: Tiers) -> None:
+    """pytest-alembic's way in (an Engine in config.attributes): the autocommit blocks run, and the pooled
+    connection goes back to the pool with its own lock_timeout and statement_timeout, not the migration's."""
+    from alembic import command
+    from dbguard.migrations.history import alembic_config
+    from sqlalchemy import create_engine
+
+    engine = create_engine(
+        tiers.urls[Tier.INT].replace("postgresql://", "postgresql+psycopg://", 1), pool_size=1, max_overflow=0
+    )
+    try:
+        with engine.connect() as conn:
+            before = conn.exec_driver_sql("SELECT pg_backend_pid(), current_setting('lock_timeout')").one()
+        cfg = alembic_config(app.with_values(MIGRATION_LOCK_TIMEOUT="4321ms"))
+        cfg.attributes["connection"] = engine
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            after = conn.exec_driver_sql("SELECT pg_backend_pid(), current_setting('lock_timeout')").one()
+    finally:
+        engine.dispose()
+    assert revision_of(tiers, Tier.INT) == HEAD and tiers.sql(Tier.INT, VALID_INDEX) == "t"
+    assert after == before and before[1] != "4321ms"  # the same pooled session, its own value back
