@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with session(user_id=args.user) as s:
         if args.command == "summary":
-            for project, owner, open_tasks, done_tasks in summary(s, args.limit):
+            rows = summary(s, args.limit)
+            for project, owner, open_tasks, done_tasks in rows:
                 print(f"{project:<40} {owner:<28} open {open_tasks:>4}  done {done_tasks:>4}")
+            if not rows:
+                print(f"user {args.user} has no projects (each user sees only their own)")
             return 0
         try:
             task_id = add_task(s, args.project, args.title, args.assignee)

@@ -283,6 +283,8 @@ def test_one_entry_point_per_component(parts: Components) -> None:
     assert (
         lines[0].startswith("[INT] ") and len(lines) == 2 and lines[1].startswith("Garden") and "open    1" in lines[1]
     )
+    nothing = run_entry(PACKAGE, parts, "summary", "--user", str(parts.bob + parts.ann))  # no such user
+    assert nothing.returncode == 0 and "has no projects" in nothing.stdout
     worked = run_entry(f"{PACKAGE}.worker", parts, "--once")
     assert worked.returncode == 0, worked.stdout + worked.stderr
     assert "1 notification(s) sent" in worked.stdout and f"told user {parts.bob} about task" in worked.stdout
