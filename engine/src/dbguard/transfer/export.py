@@ -31,7 +31,7 @@ from psycopg import IsolationLevel, sql
 from dbguard import __version__
 from dbguard.cli.console import add_row, new_table
 from dbguard.cli.runner import TaskContext
-from dbguard.errors import Refused
+from dbguard.errors import Failed, Refused
 from dbguard.guard.connect import Connection
 from dbguard.guard.door import authorize_step
 from dbguard.guard.tiers import Tier
@@ -39,7 +39,7 @@ from dbguard.migrations.history import current_revision
 from dbguard.refresh.expressions import SanitizeKey, sanitized_select
 from dbguard.refresh.rules import MaskRule, check_coverage, live_schema, load_policy, require_coverage
 from dbguard.reports.status import human_size
-from dbguard.transfer.manifest import NULL, TableData, decode_field, split_lines, write_export
+from dbguard.transfer.manifest import TableData, decode_field, split_lines, write_export
 from dbguard.transfer.slice import Graph, TableInfo, UserTable, app_schemas, read_graph, row_owners
 
 BATCH = 50_000  # key values per query
@@ -99,39 +99,61 @@ def matching(info: TableInfo, columns: Sequence[str], values: Sequence[tuple[str
     )
 
 
+Keys = tuple[str | None, ...]
+
+
 @dataclass
 class Part:
-    """The rows taken from one table, by identity (primary key fields, or the whole line without one)."""
+    """The rows taken from one table: first only their keys (the walk), then their rows (`collect`).
+
+    A row is named by its primary key, or by where it lies (`ctid`, and `tableoid` for a partitioned table) in a
+    table without one: both hold still inside the one snapshot the export reads.
+    """
 
     info: TableInfo
-    owned: dict[Row | bytes, bytes] = field(default_factory=dict)
-    reference: dict[Row | bytes, bytes] = field(default_factory=dict)
-    values: dict[tuple[str, ...], set[tuple[bytes, ...]]] = field(default_factory=dict)  # taken, per column set
+    keycols: tuple[str, ...] = ()  # what the walk reads of each row: its identity, then the columns keys use
+    identity: int = 0  # how many of keycols name the row
+    owned: dict[Keys, Keys] = field(default_factory=dict)  # identity -> the row's keycols values
+    reference: dict[Keys, Keys] = field(default_factory=dict)
+    values: dict[tuple[str, ...], set[Keys]] = field(default_factory=dict)  # taken, per column set
+    data: dict[str, bytes] = field(default_factory=dict)  # role -> the rows, COPY text
 
-    def add(self, lines: list[bytes], owned: bool) -> list[list[bytes]]:
-        """Keep the lines not taken yet; return their fields."""
+    def pos(self, columns: tuple[str, ...]) -> list[int]:
+        return [self.keycols.index(c) for c in columns]
+
+    def add(self, rows: list[Keys], owned: bool) -> list[Keys]:
+        """Keep the rows not taken yet; return them."""
         into = self.owned if owned else self.reference
         other = self.reference if owned else self.owned
-        pk = self.info.at(self.info.primary_key)
-        caches = [(self.info.at(columns), seen) for columns, seen in self.values.items()]
+        n = self.identity
+        caches = [(self.pos(columns), seen) for columns, seen in self.values.items()]
         new = []
-        for line in lines:
-            fields = line.split(b"\t")
-            key: Row | bytes = tuple([fields[i] for i in pk]) if pk else line
+        for row in rows:
+            key = row[:n]
             if key in into or key in other:
                 continue
-            into[key] = line
-            new.append(fields)
+            into[key] = row
+            new.append(row)
             for at, seen in caches:
-                seen.add(tuple([fields[i] for i in at]))
+                seen.add(tuple([row[i] for i in at]))
         return new
 
-    def taken_values(self, columns: tuple[str, ...]) -> set[tuple[bytes, ...]]:
+    def taken_values(self, columns: tuple[str, ...]) -> set[Keys]:
         if columns not in self.values:
-            at = [self.info.index(c) for c in columns]
-            every = [*self.owned.values(), *self.reference.values()]
-            self.values[columns] = {tuple(line.split(b"\t")[i] for i in at) for line in every}
+            at = self.pos(columns)
+            self.values[columns] = {tuple([r[i] for i in at]) for r in (*self.owned.values(), *self.reference.values())}
         return self.values[columns]
+
+    def named(self, keys: Iterable[Keys]) -> sql.Composable:
+        """The rows named by `keys` (identities): by primary key, or by ctid (and tableoid)."""
+        info, chosen = self.info, list(keys)
+        if info.primary_key:
+            return matching(info, info.primary_key, [tuple(str(v) for v in k) for k in chosen])
+        if not info.partitioned:
+            return sql.SQL("t.ctid = ANY({}::tid[])").format(array_literal(str(k[0]) for k in chosen))
+        return sql.SQL("(t.tableoid, t.ctid) IN (SELECT * FROM unnest({}::oid[], {}::tid[]))").format(
+            array_literal((str(k[0]) for k in chosen), plain=True), array_literal(str(k[1]) for k in chosen)
+        )
 
 
 @dataclass
@@ -146,30 +168,31 @@ class Export:
     root_key: str = ""
     parts: dict[str, Part] = field(default_factory=dict)
     queries: int = 0
+    row_owners: dict[str, str] = field(default_factory=dict)
 
     def part(self, table: str) -> Part:
-        return self.parts.setdefault(table, Part(self.graph.table(table)))
+        if table not in self.parts:
+            info = self.graph.table(table)
+            named = info.primary_key or (("ctid",) if not info.partitioned else ("tableoid", "ctid"))
+            used = [c for fk in info.foreign_keys for c in fk.columns]
+            used += [c for columns in self.graph.referenced_sets(table) for c in columns]
+            keycols = tuple(dict.fromkeys([*named, *used]))
+            self.parts[table] = Part(info, keycols, len(named))
+        return self.parts[table]
 
-    def select(self, info: TableInfo, where: sql.Composable, *, own: bool) -> list[bytes]:
-        """The rows of `info` that `where` picks, as COPY text lines; sanitized unless they are the user's own
-        under --raw (an owned row pointing at another user counts as that person's, and stays sanitized)."""
+    def select(self, info: TableInfo, where: sql.Composable, *, own: bool) -> bytes:
+        """The rows of `info` that `where` picks, as COPY text; sanitized unless they are the user's own under
+        --raw (an owned row pointing at another user counts as that person's, and stays sanitized)."""
+        columns = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns)
         if self.rules is None:
-            plain = sql.SQL("SELECT {} FROM {} WHERE {}").format(
-                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns), info.source, where
-            )
-            return self.copy_out(plain)
+            return self.copy_out(sql.SQL("SELECT {} FROM {} WHERE {}").format(columns, info.source, where))
         masked: sql.Composable = sanitized_select(info.live, self.rules[info.name])
         if info.partitioned:  # the masking SELECT reads FROM ONLY the table; a partitioned one's rows are elsewhere
             masked = sql.SQL(masked.as_string(self.conn).replace(" FROM ONLY ", " FROM ", 1))
         if not (own and self.raw_own):
             return self.copy_out(sql.SQL("{} WHERE {}").format(masked, where))
         mine = self.only_this_user(info)
-        plain = sql.SQL("SELECT {} FROM {} WHERE ({}) AND {}").format(
-            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns),
-            info.source,
-            where,
-            mine,
-        )
+        plain = sql.SQL("SELECT {} FROM {} WHERE ({}) AND {}").format(columns, info.source, where, mine)
         return self.copy_out(plain) + self.copy_out(sql.SQL("{} WHERE ({}) AND NOT {}").format(masked, where, mine))
 
     def only_this_user(self, info: TableInfo) -> sql.Composable:
@@ -186,37 +209,43 @@ class Export:
             checks.append(sql.SQL("t.{} = {}").format(sql.Identifier(user_pk), sql.Literal(self.root_key)))
         return sql.SQL("({})").format(sql.SQL(" AND ").join(checks))
 
-    def copy_out(self, query: sql.Composable) -> list[bytes]:
+    def copy_out(self, query: sql.Composable) -> bytes:
         self.queries += 1
         with self.conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
-            data = b"".join(bytes(chunk) for chunk in copy)
-        return split_lines(data)
+            return b"".join([bytes(chunk) for chunk in copy])
 
-    def fetch(
-        self, table: str, columns: tuple[str, ...], values: set[tuple[bytes, ...]], *, owned: bool
-    ) -> list[list[bytes]]:
-        """Take the rows of `table` whose `columns` hold one of `values`; return the new ones' fields."""
-        info, part = self.graph.table(table), self.part(table)
-        decoded = [tuple(str(decode_field(v)) for v in value) for value in values if NULL not in value]
+    def fetch(self, table: str, columns: tuple[str, ...], values: set[Keys], *, owned: bool) -> list[Keys]:
+        """Take the keys of the rows of `table` whose `columns` hold one of `values`; return the new ones."""
+        part = self.part(table)
+        info = part.info
+        wanted = [tuple(str(v) for v in value) for value in values if None not in value]
         pk = info.primary_key
         taken = [k[0] for k in (*part.owned, *part.reference)] if len(pk) == 1 and plain_type(info, pk[0]) else []
         skip = (  # rows taken already are not read again (a comment reached through its task and its author)
             sql.SQL(" AND NOT t.{} = ANY({}::text[]::{}[])").format(
                 sql.Identifier(pk[0]),
-                array_literal((bytes(k).decode() for k in taken), plain=True),
+                array_literal((str(k) for k in taken), plain=True),
                 sql.SQL(info.column(pk[0]).type_name),
             )
             if taken
             else sql.SQL("")
         )
-        new: list[list[bytes]] = []
-        for start in range(0, len(decoded), BATCH):
-            where = sql.SQL("{}{}").format(matching(info, columns, decoded[start : start + BATCH]), skip)
-            new += part.add(self.select(info, where, own=owned), owned)
+        read = sql.SQL(", ").join(
+            sql.SQL("t.{}::text").format(sql.Identifier(c)) if c not in ("ctid", "tableoid") else sql.SQL("t." + c)
+            for c in part.keycols
+        )
+        new: list[Keys] = []
+        for start in range(0, len(wanted), BATCH):
+            query = sql.SQL("SELECT {} FROM {} WHERE {}{}").format(
+                read, info.source, matching(info, columns, wanted[start : start + BATCH]), skip
+            )
+            self.queries += 1
+            rows = [tuple([None if v is None else str(v) for v in r]) for r in self.conn.execute(query).fetchall()]
+            new += part.add(rows, owned)
         return new
 
     def walk(self, key: str) -> None:
-        """The user's row, every row that belongs to them, then every row those point at (slice.py)."""
+        """The user's row, every row that belongs to them, then every row those point at (slice.py): keys only."""
         users = self.graph.table(self.users.table)
         user_pk = users.primary_key[0]
         found = self.conn.execute(
@@ -234,35 +263,50 @@ class Export:
                 f"check the key, or set user_key in [tool.dbguard] (now {self.users.key})",
             )
         self.root_key = str(found[0][0])
-        root = self.fetch(self.users.table, (user_pk,), {(self.root_key.encode(),)}, owned=True)
-        queue: deque[tuple[str, list[list[bytes]]]] = deque([(self.users.table, root)])
+        root = self.fetch(self.users.table, (user_pk,), {(self.root_key,)}, owned=True)
+        queue: deque[tuple[str, list[Keys]]] = deque([(self.users.table, root)])
         owners = {t: c for t, c in self.row_owners.items() if t in self.graph.tables and t != self.users.table}
         for table, column in owners.items():
-            rows = self.fetch(table, (column,), {(self.root_key.encode(),)}, owned=True)
-            queue.append((table, rows))
+            queue.append((table, self.fetch(table, (column,), {(self.root_key,)}, owned=True)))
         while queue:  # owned rows: towards the user, to a fixed point
             parent, rows = queue.popleft()
             for fk in self.graph.referencing(parent):
                 if fk.table == self.users.table or fk.table in owners:
                     continue
-                at = [self.graph.table(parent).index(c) for c in fk.parent_columns]
-                values = {tuple(r[i] for i in at) for r in rows}
+                at = self.part(parent).pos(fk.parent_columns)
+                values = {tuple([r[i] for i in at]) for r in rows}
                 new = self.fetch(fk.table, fk.columns, values, owned=True)
                 if new:
                     queue.append((fk.table, new))
-        queue = deque((t, [line.split(b"\t") for line in p.owned.values()]) for t, p in list(self.parts.items()))
+        queue = deque((t, list(p.owned.values())) for t, p in list(self.parts.items()))
         while queue:  # reference rows: what the slice points at, upwards only
             child, rows = queue.popleft()
-            info = self.graph.table(child)
-            for fk in info.foreign_keys:
-                at = [info.index(c) for c in fk.columns]
-                values = {tuple(r[i] for i in at) for r in rows}
+            for fk in self.graph.table(child).foreign_keys:
+                at = self.part(child).pos(fk.columns)
+                values = {tuple([r[i] for i in at]) for r in rows}
                 values -= self.part(fk.parent).taken_values(fk.parent_columns)
                 new = self.fetch(fk.parent, fk.parent_columns, values, owned=False) if values else []
                 if new:
                     queue.append((fk.parent, new))
 
-    row_owners: dict[str, str] = field(default_factory=dict)
+    def collect(self) -> None:
+        """Every row the walk named, read in the same snapshot by its identity (sanitized from PROD)."""
+        for part in self.parts.values():
+            for role, taken in (("owned", part.owned), ("reference", part.reference)):
+                if not taken:
+                    continue
+                names = list(taken)
+                chunks = [
+                    self.select(part.info, part.named(names[start : start + BATCH]), own=role == "owned")
+                    for start in range(0, len(names), BATCH)
+                ]
+                part.data[role] = b"".join(chunks)
+                got = part.data[role].count(b"\n")
+                if got != len(taken):
+                    raise Failed(
+                        f"{part.info.name}: {got:,} rows read where the walk found {len(taken):,} in the same snapshot",
+                        "run the export again",
+                    )
 
 
 def default_out(ctx: TaskContext, key: str) -> Path:
@@ -312,6 +356,7 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
         run = Export(conn, graph, users, rules, raw_own=raw and sanitize, row_owners=row_owners(settings))
         with gc_paused():
             run.walk(user)
+            run.collect()
         conn.rollback()
     parts = [p for p in run.parts.values() if p.owned or p.reference]
     exported_key = exported_user_key(run)
@@ -337,7 +382,7 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
     tables = []
     for p in parts:
         data = TableData(p.info.name, p.info.columns)
-        data.rows["owned"], data.rows["reference"] = list(p.owned.values()), list(p.reference.values())
+        data.rows["owned"], data.rows["reference"] = (split_lines(p.data.get(r, b"")) for r in ("owned", "reference"))
         tables.append(data)
     written = write_export(path, manifest, tables)
     rows = sum(t["owned"]["rows"] + t["reference"]["rows"] for t in written["tables"])
@@ -353,7 +398,7 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
 def exported_user_key(run: Export) -> str:
     """The user's key as the file holds it (sanitized from PROD): what db.import-user matches on."""
     part = run.parts[run.users.table]
-    line = next(iter(part.owned.values()))
+    line = split_lines(part.data["owned"])[0]
     return str(decode_field(line.split(b"\t")[part.info.index(run.users.key)]))
 
 
