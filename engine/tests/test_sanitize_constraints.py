@@ -352,3 +352,21 @@ def test_emails_that_differ_only_in_case_get_their_own_fakes(local_server: Throw
         h = keyed_hash(sql.SQL("'ann@x.org'")).as_string(None)
         row = conn.execute(f"SELECT {fake('email', 'v', 'k.h')} FROM (SELECT {h} AS h) k").fetchone()
         assert row == (fakes[2],)
+
+
+def test_a_unique_key_that_holds_a_kept_unique_key_needs_nothing_of_its_other_columns() -> None:
+    from dbguard.refresh.constraints import static_conflicts
+
+    columns = (LiveColumn("id", "bigint", "N", "int8", True), LiveColumn("nick", "text", "S", "text"))
+    pkey = LiveConstraint("unique", "people_pkey", ("id",), "id", keys=("id",))
+    pair = LiveConstraint("unique", "people_id_nick_key", ("id", "nick"), "id, nick", keys=("id", "nick"))
+    alone = LiveConstraint("unique", "people_nick_key", ("nick",), "nick", keys=("nick",))
+    rules = {"id": MaskRule("keep"), "nick": MaskRule("name")}
+    held = LiveTable("public", "people", columns, ("id",), (pkey, pair))
+    assert static_conflicts([held], Coverage({"public.people": rules}, [], [], [])) == []
+    broken = LiveTable("public", "people", columns, ("id",), (pkey, pair, alone))
+    [conflict] = static_conflicts([broken], Coverage({"public.people": rules}, [], [], []))
+    assert conflict.line().startswith("public.people.nick: rule 'name' would break UNIQUE people_nick_key (nick)")
+    masked_key = {"id": MaskRule("sql", "id + 1"), "nick": MaskRule("name")}
+    [conflict] = static_conflicts([held], Coverage({"public.people": masked_key}, [], [], []))
+    assert "people_id_nick_key" in conflict.line()

@@ -116,8 +116,23 @@ def static_conflicts(tables: list[LiveTable], coverage: Coverage) -> list[Confli
     return found
 
 
+def _held_by_kept_key(table: LiveTable, rules: dict[str, MaskRule], constraint: LiveConstraint) -> bool:
+    """Whether `constraint` holds whatever its other columns get: it covers a unique key of plain columns that
+    are all kept (UNIQUE (id, email) with `id` the kept primary key)."""
+    return any(
+        k.kind == "unique"
+        and not k.predicate
+        and set(k.keys) == set(k.columns)
+        and set(k.columns) <= set(constraint.columns)
+        and all(rules.get(c) is not None and rules[c].kind == "keep" for c in k.columns)
+        for k in table.constraints
+    )
+
+
 def _unique_conflicts(table: LiveTable, rules: dict[str, MaskRule], constraint: LiveConstraint) -> list[Conflict]:
-    found = []
+    found: list[Conflict] = []
+    if _held_by_kept_key(table, rules, constraint):
+        return found
     what = f"UNIQUE {constraint.name} ({constraint.definition})"
     for name in constraint.columns:
         column, rule = table.column(name), rules.get(name)
