@@ -370,3 +370,33 @@ def test_a_unique_key_that_holds_a_kept_unique_key_needs_nothing_of_its_other_co
     masked_key = {"id": MaskRule("sql", "id + 1"), "nick": MaskRule("name")}
     [conflict] = static_conflicts([held], Coverage({"public.people": masked_key}, [], [], []))
     assert "people_id_nick_key" in conflict.line()
+
+
+@pytest.mark.parametrize(
+    "value, base_type, shape",
+    [
+        ("'4f1c2d9e8a7b6c5d4e3f2a1b0c9d8e7f'", "text", r"[0-9a-f]{32}"),
+        ("'4F1C2D9E8A7B'", "text", r"[0-9A-F]{12}"),
+        ("'00012345678901234567'", "text", r"[0-9]{20}"),
+        ("'ghp_R2d2C3po4Bb8Yoda'", "text", r"[A-Za-z0-9_-]{20}"),
+        ("'Abc123xyZ'", "text", r"[A-Za-z0-9]{9}"),
+        ("'$2b$12$' || repeat('a', 300)", "text", r"[A-Za-z0-9+/]{307}"),
+        (
+            "'a7d8c2a0-1b2c-4d5e-8f90-0123456789ab'::uuid",
+            "uuid",
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        ),
+        ("'\\x00ff10'::bytea", "bytea", r"\\x[0-9a-f]{6}"),
+    ],
+)
+def test_a_secret_keeps_the_length_and_alphabet_of_what_it_replaces(
+    local_server: ThrowawayCluster, value: str, base_type: str, shape: str
+) -> None:
+    h = keyed_hash(sql.SQL("'row 1'")).as_string(None)
+    with _keyed(local_server) as conn:
+        row = conn.execute(
+            f"SELECT ({fake('secret', 'k.v', 'k.h', None, base_type)})::text, k.v::text "
+            f"FROM (SELECT {value} AS v, {h} AS h) k"
+        ).fetchone()
+    assert row is not None and re.fullmatch(shape, str(row[0])), row
+    assert row[0] != row[1]
