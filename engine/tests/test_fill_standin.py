@@ -84,6 +84,13 @@ def test_on_a_laptop_the_standin_is_filled_then_refreshed_from_and_backed_up(lap
     assert (
         proc.returncode == 2 and "needs the database name typed" in proc.stderr and "--confirm app_prod" in proc.stderr
     )
+    proc = cli("db.fill-standin", "--scenario", "minimal", "--dry-run")
+    assert proc.returncode == 0 and "back up the stand-in PROD 'app_prod', drop its app schemas" in proc.stdout
+    assert standin_sql(folder, "SELECT to_regclass('public.users') IS NULL") == [(True,)]  # the plan touched nothing
+    proc = invoke_cli("db.fill-standin", "--confirm", "app_prod", env=env | {"CLAUDECODE": "1"})
+    assert proc.returncode == 2 and "was asked for by an automated agent (claude-code); it needs a human's consent" in (
+        proc.stderr
+    )
     proc = cli("db.fill-standin", "--scenario", "minimal", "--confirm", "app_prod")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "filled the stand-in PROD 'app_prod'" in proc.stdout and "invoke db.refresh-staging" in proc.stdout
@@ -100,11 +107,8 @@ def test_on_a_laptop_the_standin_is_filled_then_refreshed_from_and_backed_up(lap
     assert proc.returncode == 0, proc.stdout + proc.stderr
     audit = [json.loads(line) for line in (folder / "logs" / "audit.jsonl").read_text().splitlines()]
     fills = [(a["task"], a["tier"], a["outcome"]) for a in audit if a["task"] == "fill-standin"]
-    assert fills == [
-        ("fill-standin", "prod", "refused"),
-        ("fill-standin", "prod", "started"),
-        ("fill-standin", "prod", "ok"),
-    ]
+    outcomes = ("refused", "dry-run", "refused", "started", "ok")  # no name; the plan; the agent; the fill
+    assert fills == [("fill-standin", "prod", outcome) for outcome in outcomes]
 
 
 BATCHED = '''"""trim task titles, in batches outside a transaction"""
