@@ -112,13 +112,23 @@ def test_rules_that_break_prods_constraints_are_refused_up_front(prod_with_accou
 
 def test_the_built_in_rules_keep_every_constraint_at_2000_users(prod_with_accounts: Tiers, tmp_path: Path) -> None:
     tiers = prod_with_accounts
-    env = policy_env(tiers, tmp_path, BUILT_INS)
+    # a table with no key: a secret is drawn from the row's other columns, so equal rows draw equal secrets,
+    # which its UNIQUE token would refuse: the copy's check draws the repeats again
+    tiers.sql(
+        Tier.PROD,
+        "CREATE TABLE devices (owner text, token text NOT NULL UNIQUE); "
+        "INSERT INTO devices SELECT 'same owner', md5(g::text) FROM generate_series(1, 5) g",
+    )
+    env = policy_env(tiers, tmp_path, BUILT_INS + '[tables.devices]\nowner = "keep"\ntoken = "secret"\n')
     check = invoke_cli("db.sanitize-check", env=env)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "its rules keep PROD's NOT NULL columns and" in check.stdout
     proc = invoke_cli("db.refresh-staging", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 fake(s) that repeated in a unique key drawn again" in proc.stdout
     with psycopg.connect(tiers.urls[Tier.STG]) as stg, psycopg.connect(tiers.urls[Tier.PROD]) as prod:
+        devices = stg.execute("SELECT count(DISTINCT token), min(char_length(token)) FROM devices").fetchone()
+        assert devices == (5, 32)
         usernames = [str(r[0]) for r in stg.execute("SELECT username FROM accounts")]
         assert len(usernames) == len(set(usernames)) == USERS
         assert all(USERNAME.match(u) for u in usernames), usernames[:3]
