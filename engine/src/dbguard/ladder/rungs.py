@@ -461,7 +461,7 @@ def rung_prod(settings: Settings, script: ScriptDirectory, ladder: Ladder, clear
         rung,
         "migrations run with lock_timeout and statement_timeout",
         timeouts,
-        "set at the top of every migration transaction" if timeouts else "missing from the generated SQL",
+        "set for the session, autocommit blocks included" if timeouts else "missing from the generated SQL",
     )
     try:
         hazards = lint(text)
