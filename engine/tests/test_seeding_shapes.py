@@ -104,6 +104,22 @@ def test_every_shape_is_seeded_and_the_same_seed_gives_the_same_rows(shapes: tup
     assert logged.splitlines()[0] == str(wanted["cooking_log"] + 1)
 
 
+def test_a_table_made_in_a_second_process_is_the_same(
+    shapes: tuple[Tiers, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The largest table (recipe_ingredients: a composite key over uuid recipes, by f.size and f.nth) made in a
+    forked process gives the same rows as made in this one."""
+    tiers, settings = shapes
+    from dbguard.seeding import offload
+
+    monkeypatch.setattr(offload, "AVAILABLE", False)
+    in_process = fresh(settings, tiers, "demo", seed=6)
+    monkeypatch.setattr(offload, "AVAILABLE", True)
+    monkeypatch.setattr(offload, "MIN_ROWS", 100)
+    assert offload.worth_offloading(make_plan(settings.project, "demo").counts) == "recipe_ingredients"
+    assert fresh(settings, tiers, "demo", seed=6) == in_process
+
+
 def test_append_continues_every_key_and_waits_for_the_cycle(shapes: tuple[Tiers, Settings]) -> None:
     tiers, settings = shapes
     fresh(settings, tiers, "demo", seed=3)
