@@ -117,7 +117,9 @@ def test_roles_on_stg_give_each_component_exactly_the_matrix_then_doctor_shows_n
     saved = min((stg.settings.backups_dir / "roles").iterdir())  # STG's state saved before the first run
     text = saved.read_text()
     assert "CREATE ROLE postgres" in text and "CREATE TABLE public.users" in text  # roles, then the schema
-    assert "TO app_worker" not in text  # the state before db.roles: no grant to a component yet
+    assert "TABLE public.users TO app_worker" not in text  # the state before db.roles: no table grant yet
+    later = max((stg.settings.backups_dir / "roles").iterdir()).read_text()  # saved before the second run
+    assert "GRANT SELECT ON TABLE public.users TO app_worker;" in later
     for path in (saved, saved.parent, stg.settings.backups_dir):
         assert path.stat().st_mode & 0o077 == 0, path
 

@@ -252,7 +252,14 @@ def copy_database_grants(conn: Connection, live: str, replacement: str) -> None:
         (live,),
     ).fetchall()
     name = sql.Identifier(replacement)
+    given = conn.execute(  # what the replacement grants already (its maker may have granted some): cleared first
+        "SELECT DISTINCT pg_get_userbyid(a.grantee) FROM pg_database d, aclexplode(d.datacl) a "
+        "WHERE d.datname = %s AND a.grantee NOT IN (0, d.datdba)",
+        (replacement,),
+    ).fetchall()
     conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(name))
+    for (grantee,) in given:
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(name, sql.Identifier(grantee)))
     for grantee, privilege, grantable in grants:
         conn.execute(
             sql.SQL("GRANT {} ON DATABASE {} TO {}" + (" WITH GRANT OPTION" if grantable else "")).format(

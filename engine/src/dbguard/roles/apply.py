@@ -221,13 +221,15 @@ def carry_roles(settings: Settings, tier: Tier, live: Target, conn: Connection, 
     replaces, or itself) has roles applied. Roles themselves are server-wide and stay as they are; a role
     that is missing is left to db.roles (said in one line). Runs in `conn`'s transaction; returns the number
     of changes made."""
+    if not is_managed(conn, live.dbname, role_names(settings)):
+        return 0
     try:
         base = checked_matrix(settings)
-    except Refused:
-        return 0  # an incomplete matrix is the ladder's and db.roles' to refuse, not a reset's
-    wanted = Wanted(base.names, base.matrix, None, reader_of(settings, tier, live), roles=False)
-    if not is_managed(conn, live.dbname, wanted.names):
+    except Refused as exc:  # the ladder and db.roles refuse it; a reset or restore goes on, and says so
+        if out is not None:
+            out.warn(f"grants not re-applied: {exc.message} -> {exc.fix}")
         return 0
+    wanted = Wanted(base.names, base.matrix, None, reader_of(settings, tier, live), roles=False)
     state = read(conn, wanted)
     absent = [r for r in role_list(wanted.names, wanted.reader) if r not in state.roles]
     if absent:
