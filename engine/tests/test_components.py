@@ -107,9 +107,13 @@ def test_a_component_the_app_does_not_list_is_refused(tiers: Tiers) -> None:
     assert "add it to [tool.dbguard] components" in buf.getvalue()
 
 
-def test_on_prod_a_component_logs_in_with_its_password_from_the_environment(tiers: Tiers) -> None:
+def test_on_prod_a_component_logs_in_with_its_own_password_never_the_owners(tiers: Tiers) -> None:
     name = tiers.names[Tier.PROD]
-    settings = as_process(ready(tiers, Tier.PROD), APP_ENV="prod", ALLOW_PROD_DATABASE=name)
+    made = ready(tiers, Tier.PROD)  # db.roles on PROD: the write credential, the typed name
+    # the app's process holds no PROD write credential: the guard reads PROD through the read-only role
+    settings = as_process(made, APP_ENV="prod", ALLOW_PROD_DATABASE=name).with_values(
+        PROD_WRITE_USER=None, PROD_WRITE_PASSWORD_COMMAND=None
+    )
     app = open_app_database("app", settings=settings, caller=robot(), out=output()[0])
     with app.engine.connect() as conn:  # TLS and a password: the PROD test server takes nothing else
         assert conn.scalar(text("SELECT current_user")) == APP_LOGIN

@@ -219,8 +219,15 @@ class _Wanted:
 
     @property
     def writes_prod(self) -> bool:
-        """A PROD cell that writes, on a real PROD server: it takes the PROD write credential."""
-        return self.tier is Tier.PROD and self.checked and not self.rule.read_only and not self.target.embedded
+        """A PROD cell that writes, on a real PROD server: it takes the PROD write credential (unless its writes
+        go through a component's own login role, which the operation swaps in for the read-only one)."""
+        return (
+            self.tier is Tier.PROD
+            and self.checked
+            and not self.rule.read_only
+            and not self.rule.component_login
+            and not self.target.embedded
+        )
 
 
 def _wanted(

@@ -5,7 +5,8 @@ databases an operation may open besides its own target (`also`), or what re-stam
 A step a task finds it must take beyond its own cell (a PROD downgrade, deleting PROD backups, stamping
 a database that holds data, restoring PROD's data into a lower tier) is a row too, checked by
 `dbguard.guard.door.authorize_step`. A PROD cell that writes (not `read_only`) opens PROD with the PROD
-write credential; every other PROD cell with PROD_DATABASE_URL's read-only role
+write credential, except one whose writes go through a component's own login role (`component_login`:
+the app's runtime); every other PROD cell with PROD_DATABASE_URL's read-only role
 (`dbguard.guard.credentials`).
 """
 
@@ -54,6 +55,7 @@ class Rule:
     agent_consent: bool = False  # a coding agent needs a human's consent below PROD too (PROD always needs it)
     bootstraps_reader: bool = False  # db.prod-reader: PROD_DATABASE_URL's role may be missing or able to write
     standin_only: bool = False  # only the embedded stand-in PROD of a laptop set-up, never a PROD reached by URL
+    component_login: bool = False  # writes only as a component's login role (dbguard.runtime): never PROD's owner
 
     @property
     def needs_human(self) -> bool:
@@ -244,7 +246,8 @@ POLICY: dict[str, dict[Tier, Rule]] = {
     "ownership": {Tier.INT: NO_DATABASE, Tier.STG: NO_DATABASE, Tier.PROD: NO_DATABASE},
     "roles": {Tier.INT: YES, Tier.STG: BACKUP_FIRST, Tier.PROD: Rule(True, backup_first=True, confirm=Confirm.TYPED)},
     # the app's own runtime connection (dbguard.runtime): PROD needs the name typed, or allowed for the process
-    "app-connect": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: Rule(True, confirm=Confirm.TYPED)},
+    # and connects as the component's login role, so PROD is checked through the read-only role, never the owner's
+    "app-connect": {Tier.INT: YES, Tier.STG: YES, Tier.PROD: Rule(True, confirm=Confirm.TYPED, component_login=True)},
     # the pytest plugin: a template and a clone per test, on INT's server
     "test-databases": {
         Tier.INT: SCRATCH_ONLY,
