@@ -240,7 +240,8 @@ class Export:
                 read, info.source, matching(info, columns, wanted[start : start + BATCH]), skip
             )
             self.queries += 1
-            rows = [tuple([None if v is None else str(v) for v in r]) for r in self.conn.execute(query).fetchall()]
+            found = self.conn.execute(query).fetchall()
+            rows = found if info.primary_key else [tuple([None if v is None else str(v) for v in r]) for r in found]
             new += part.add(rows, owned)
         return new
 
