@@ -81,6 +81,9 @@ def test_db_roles_refuses_an_incomplete_matrix(tmp_path: Path, monkeypatch: pyte
         checked_matrix(settings)
     (finding,) = check_ownership(settings)
     assert not finding.ok and "public.loose" in finding.message and "owned(" in finding.fix
+    Table("other", metadata, Column("id", Integer, primary_key=True), info=owned("cli", row_owner="user_id"))
+    _entries, names = check_ownership(settings)
+    assert not names.ok and names.message == "public.other: cli, public.other.user_id (row_owner: no such column)"
 
 
 def test_components_must_be_a_list_of_names(tmp_path: Path) -> None:
@@ -151,6 +154,9 @@ def test_the_ladder_fails_a_table_without_an_ownership_entry(tiers, monkeypatch:
     monkeypatch.delitem(PROJECT.metadata.tables["comments"].info, INFO_KEY)
     (failed,) = entry_check()
     assert failed.startswith("fail: no entry: public.comments") and "owned(...)" in failed
+    monkeypatch.setitem(PROJECT.metadata.tables["users"].info, INFO_KEY, Ownership(("app", "cli")))
+    (failed,) = entry_check()
+    assert "public.users: cli (not in [tool.dbguard] components)" in failed
 
 
 def test_the_docs_render_the_example_apps_matrix_as_db_ownership_prints_it(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ from dbguard.migrations.history import (
 )
 from dbguard.migrations.schema import downgrade, error_line, raw, upgrade
 from dbguard.ownership import missing as ownership_missing
+from dbguard.ownership import undeclared as undeclared_components
 from dbguard.pii import pii_of
 from dbguard.refresh.constraints import kept_on
 from dbguard.refresh.rules import check_coverage, live_schema, load_policy
@@ -285,7 +286,11 @@ def rung_int(settings: Settings, script: ScriptDirectory, ladder: Ladder, server
             "all classified" if not missing else "unclassified: " + ", ".join(missing),
         )
         ladder.add(rung, "the sanitizing rules keep the constraints at head", *kept_on(scratch, settings))
-        unowned = ownership_missing(settings.project.metadata)  # dbguard.ownership: who writes, who reads
+        metadata = settings.project.metadata  # dbguard.ownership: who writes, who reads
+        unowned = ownership_missing(metadata) + [
+            f"{u} (not in [tool.dbguard] components)"
+            for u in undeclared_components(metadata, settings.project.components)
+        ]
         ladder.add(
             rung,
             "every table has an ownership entry",

@@ -13,7 +13,7 @@ from dbguard.errors import OpsError
 from dbguard.guard.config import Finding, all_targets
 from dbguard.guard.door import report_target
 from dbguard.guard.targets import Target
-from dbguard.ownership import missing
+from dbguard.ownership import bad_row_owners, missing, undeclared
 from dbguard.roles.apply import MODELS_FIX, checked_matrix, component_problems, is_managed, read, reader_of
 from dbguard.roles.names import role_names
 from dbguard.roles.plan import Wanted, plan
@@ -25,10 +25,12 @@ SHOWN = 6
 def check_ownership(settings: Settings) -> list[Finding]:
     """Every table of the models has an entry in the ownership matrix."""
     try:
-        absent = missing(settings.project.metadata)
+        metadata, listed = settings.project.metadata, settings.project.components
     except OpsError:
         return []
-    return [
+    absent = missing(metadata)
+    unknown = undeclared(metadata, listed) + [f"{c} (row_owner: no such column)" for c in bad_row_owners(metadata)]
+    found = [
         Finding(
             "every table has an ownership entry (who writes, who reads)",
             not absent,
@@ -37,6 +39,18 @@ def check_ownership(settings: Settings) -> list[Finding]:
             required=False,
         )
     ]
+    if unknown:
+        found.append(
+            Finding(
+                "the ownership matrix names only listed components and real columns",
+                False,
+                ", ".join(unknown),
+                f"list the components in [tool.dbguard] components ({settings.root / 'pyproject.toml'}), "
+                "or fix the entries",
+                required=False,
+            )
+        )
+    return found
 
 
 def check_roles(settings: Settings) -> list[Finding]:
