@@ -156,6 +156,29 @@ def test_append_continues_every_key_and_waits_for_the_cycle(shapes: tuple[Tiers,
     )
 
 
+def test_a_scenario_references_rows_it_does_not_seed(
+    shapes: tuple[Tiers, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables left out of a scenario (reference data, rows seeded before) are referenced by the keys they hold."""
+    tiers, settings = shapes
+    fresh(settings, tiers, "minimal", seed=2)
+    from recipes.seeds import SCENARIOS  # type: ignore[import-not-found]
+
+    monkeypatch.setitem(SCENARIOS, "more", {"recipes": 30, "recipe_ingredients": 60, "cooking_log": 40})
+    result = run(
+        settings, "seed", "int", robot(), lambda ctx: reset.seed_task(ctx, scenario="more", seed_value=9, append=True)
+    )
+    assert result.code == EXIT_OK, result.text
+    assert counts(tiers, ["users", "ingredients", "recipes", "cooking_log"]) == {
+        "users": 3,
+        "ingredients": 10,
+        "recipes": 34,
+        "cooking_log": 46,
+    }
+    authors = tiers.sql(Tier.INT, "SELECT count(DISTINCT author_id) FROM recipes")
+    assert authors == "3"  # the three users seeded before (uuid keys read back), none made up
+
+
 def test_an_engine_fault_is_never_blamed_on_the_seed_module(
     shapes: tuple[Tiers, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -156,11 +156,14 @@ def space_for(table: Table, seed: int, start: int, count: int) -> KeySpace:
 
 
 def existing_space(conn: Connection, table: Table) -> KeySpace:
-    """The keys of the rows already in `table`, in key order (a factory referencing them)."""
+    """The keys of the rows already in `table`, in key order (the first MADE_AHEAD of them): what a seed or a
+    factory references in a table it does not fill."""
     column = key_column(table)
     if column is None:
         return KeySpace(table.fullname, 1, 0)
     rows = conn.execute(
-        sql.SQL("SELECT {0} FROM {1} ORDER BY {0}").format(sql.Identifier(column.name), qualified(table.fullname))
+        sql.SQL("SELECT {0} FROM {1} ORDER BY {0} LIMIT {2}").format(
+            sql.Identifier(column.name), qualified(table.fullname), sql.Literal(MADE_AHEAD)
+        )
     ).fetchall()
     return KeySpace(table.fullname, 1, len(rows), column.name, None, tuple(r[0] for r in rows))

@@ -45,7 +45,7 @@ from dbguard.seeding.copy_types import (
     copy_types,
     settled,
 )
-from dbguard.seeding.keys import KeySpace, key_maker, next_number, qualified, space_for, split
+from dbguard.seeding.keys import KeySpace, existing_space, key_maker, next_number, qualified, space_for, split
 from dbguard.seeding.offload import OffloadedTable, worth_offloading
 
 PROGRESS_EVERY = 20_000
@@ -172,12 +172,20 @@ def added_key(table: Table, seed: int, referenced: set[str]) -> tuple[str, Calla
 
 
 def key_spaces(conn: Connection, plan: SeedPlan, *, append: bool) -> dict[str, KeySpace]:
-    """Each table's row numbers (from 1, or past the rows already there) and how a number becomes its key."""
+    """Each table's row numbers (from 1, or past the rows already there) and how a number becomes its key; a
+    table the plan references but does not seed (reference data a migration put there, rows seeded before)
+    by the keys it holds."""
     tables = plan.project.metadata.tables
-    return {
+    spaces = {
         name: space_for(tables[name], plan.seed, next_number(conn, tables[name]) if append else 1, count)
         for name, count in plan.counts.items()
     }
+    for name in plan.counts:
+        for fk in tables[name].foreign_keys:
+            referenced = fk.column.table
+            if referenced.fullname not in spaces:
+                spaces[referenced.fullname] = existing_space(conn, referenced)
+    return spaces
 
 
 def _blame(exc: BaseException, table: str, module: str) -> Failed:
