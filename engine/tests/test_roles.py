@@ -265,3 +265,20 @@ def test_prod_roles_need_the_typed_name_and_save_the_state_first(tiers: Tiers, t
     assert restored.code == 0, restored.text
     assert tiers.sql(Tier.INT, "SELECT count(*) FROM projects") == "1"
     assert tiers.sql(Tier.INT, "SELECT count(*) FROM pg_policies") == "0"
+
+
+def test_a_change_the_server_refuses_is_one_line_and_nothing_is_kept(tiers: Tiers) -> None:
+    migrate(tiers, Tier.INT)  # INT: no state to save first, so the refusal comes from the changes themselves
+    tiers.local.psql("postgres", "DO $$ BEGIN CREATE ROLE weak LOGIN; EXCEPTION WHEN duplicate_object THEN END $$")
+    db = tiers.names[Tier.INT]
+    tiers.sql(  # may connect and read the tier stamp, may not create roles
+        Tier.INT,
+        f"GRANT CONNECT ON DATABASE {db} TO weak; GRANT USAGE ON SCHEMA dbguard TO weak; "
+        "GRANT SELECT ON ALL TABLES IN SCHEMA dbguard TO weak",
+    )
+    weak = tiers.settings.with_values(INT_DATABASE_URL=tiers.local.socket_url(db).replace("postgres@", "weak@"))
+    before = grants(tiers, Tier.INT)
+    result = roles(weak, "int")
+    assert result.code == 1 and "the server refused a change (" in result.text and "nothing was changed" in result.text
+    assert "CREATEROLE" in result.text and "Traceback" not in result.text and "DB_TOOLS_DEBUG" not in result.text
+    assert grants(tiers, Tier.INT) == before

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 from psycopg import sql
 
 from dbguard.backup.files import ensure_backups_dir
@@ -29,6 +30,7 @@ from dbguard.cli.console import add_row, new_table
 from dbguard.cluster.pgtools import require_bindir
 from dbguard.errors import Failed, Refused
 from dbguard.guard.config import target_for
+from dbguard.guard.masking import mask_text
 from dbguard.guard.tiers import Tier
 from dbguard.ownership import bad_row_owners, matrix, missing, undeclared
 from dbguard.roles.names import RoleNames, role_names
@@ -199,7 +201,15 @@ def roles_task(ctx: TaskContext) -> int:
         ctx.facts["backup"] = saved.name
         out.info(f"role and grant state saved to {saved}")
     with target.connect() as conn:
-        apply_changes(conn, plan(read(conn, wanted), wanted))  # planned again inside the transaction
+        try:
+            apply_changes(conn, plan(read(conn, wanted), wanted))  # planned again inside the transaction
+        except psycopg.Error as exc:
+            conn.rollback()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Failed(
+                f"the server refused a change ({mask_text(first)}); nothing was changed",
+                f"run db.roles as a role that owns {target.dbname}'s tables and has CREATEROLE (or a superuser)",
+            ) from None
         left = plan(read(conn, wanted), wanted)
         problems = component_problems(conn, names)
         if left or problems:
