@@ -179,6 +179,17 @@ def test_a_scenario_references_rows_it_does_not_seed(
     assert authors == "3"  # the three users seeded before (uuid keys read back), none made up
 
 
+def test_a_table_in_another_schema_is_named_with_its_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbguard.errors import Refused
+    from dbguard.project import load_project
+
+    project = load_project(SHAPES_ROOT)
+    monkeypatch.setitem(project.load("scenarios"), "unqualified", {"users": 2, "meal_plans": 3})
+    with pytest.raises(Refused) as refused:
+        make_plan(project, "unqualified")
+    assert "names tables the models do not have: meal_plans (name it kitchen.meal_plans)" in refused.value.one_line()
+
+
 def test_an_engine_fault_is_never_blamed_on_the_seed_module(
     shapes: tuple[Tiers, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,8 +102,10 @@ def make_plan(project: Project, scenario: str, *, seed: int = 1, scale: float = 
     order = [t.fullname for t in project.metadata.sorted_tables if t.fullname in wanted]
     missing = set(wanted) - set(order)
     if missing:
+        elsewhere = {t.name: t.fullname for t in project.metadata.sorted_tables if t.schema}
+        named = [f"{m} (name it {elsewhere[m]})" if m in elsewhere else m for m in sorted(missing)]
         raise Refused(
-            f"scenario '{scenario}' names tables the models do not have: {', '.join(sorted(missing))}",
+            f"scenario '{scenario}' names tables the models do not have: {', '.join(named)}",
             f"fix the scenarios ({project.spec('scenarios')})",
         )
     return SeedPlan(project, scenario, seed, scale, {t: max(1, round(wanted[t] * scale)) for t in order})
