@@ -55,6 +55,7 @@ def test_every_task_and_the_ladder_run_on_the_shapes_app(tiers: Tiers, tmp_path:
     assert "seeded 'demo'" in cli("db.reset", "--env", "stg")
     demo = {t: count(Tier.STG, t) for t in TABLES}
     assert demo["kitchen.meal_plans"] == 1_200 and demo["cooking_log"] == 3_000
+    assert "drop schema(s) public, kitchen" in cli("db.reset", "--env", "int", "--dry-run")
     cli("db.reset", "--env", "int")  # in place, in one transaction: the second schema dropped and made again
     assert count(Tier.INT, "kitchen.meal_plans") == 1_200
     cli("db.backup", "--env", "stg")
