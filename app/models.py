@@ -85,7 +85,8 @@ class Task(Base):
         CheckConstraint("status IN ('todo', 'doing', 'done')", name="status"),
         CheckConstraint("priority BETWEEN 1 AND 4", name="priority"),
         Index("ix_tasks_project_id_status", "project_id", "status"),
-        {"info": owned("app", readers=("worker",))},  # the worker finds assigned tasks to notify about
+        # a user reaches a task through their own project; the worker finds every assigned task to notify about
+        {"info": owned("app", readers=("worker",), rows_via="project_id")},
     )
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
@@ -104,7 +105,7 @@ class Task(Base):
 
 class Comment(Base):
     __tablename__ = "comments"
-    __table_args__ = ({"info": owned("app")},)
+    __table_args__ = ({"info": owned("app", rows_via="task_id")},)  # a user reaches the comments on their tasks
 
     id: Mapped[int] = pii_column(PII.NONE, BigInteger, Identity(), primary_key=True)
     task_id: Mapped[int] = pii_column(PII.NONE, ForeignKey("tasks.id"), index=True)

@@ -166,6 +166,44 @@ def test_a_user_adds_tasks_only_to_their_own_projects(parts: Components) -> None
             add_task(s, parts.bob_project, "Sneak in")
 
 
+def test_tasks_and_comments_belong_to_the_user_through_their_project(parts: Components) -> None:
+    """rows_via: a task is the user's when its project is, a comment when its task is; the worker reads every task."""
+    with Session(parts.owner) as s, s.begin():
+        ids = {}
+        for who, project in (("ann", parts.ann_project), ("bob", parts.bob_project)):
+            task = s.execute(
+                text("INSERT INTO tasks (project_id, title) VALUES (:p, :t) RETURNING id"), {"p": project, "t": who}
+            ).scalar_one()
+            s.execute(
+                text("INSERT INTO comments (task_id, author_id, body) VALUES (:t, :a, 'note')"),
+                {"t": task, "a": parts.ann if who == "ann" else parts.bob},
+            )
+            ids[who] = task
+    with parts.app.session(user_id=parts.ann) as s, s.begin():
+        assert s.scalars(text("SELECT title FROM tasks")).all() == ["ann"]
+        assert s.scalars(text("SELECT task_id FROM comments")).all() == [ids["ann"]]
+        bob = {"id": ids["bob"]}
+        assert rowcount(s.execute(text("UPDATE tasks SET title = 'mine' WHERE id = :id"), bob)) == 0
+        assert rowcount(s.execute(text("DELETE FROM comments WHERE task_id = :id"), bob)) == 0
+        with pytest.raises(ProgrammingError) as exc:  # moving her own task into Bob's project
+            s.execute(
+                text("UPDATE tasks SET project_id = :p WHERE id = :id"), {"p": parts.bob_project, "id": ids["ann"]}
+            )
+        assert refused(exc) and "row-level security" in str(exc.value)
+    with parts.app.session(user_id=parts.ann) as s, s.begin():
+        with pytest.raises(ProgrammingError) as exc:  # a comment on Bob's task
+            s.execute(
+                text("INSERT INTO comments (task_id, author_id, body) VALUES (:t, :a, 'x')"),
+                {"t": ids["bob"], "a": parts.ann},
+            )
+        assert refused(exc)
+    with parts.worker.engine.connect() as conn:  # a process serving every user: every task, no user named
+        assert sorted(conn.scalars(text("SELECT title FROM tasks"))) == ["ann", "bob"]
+    with Session(parts.owner) as s:
+        assert s.scalar(text("SELECT title FROM tasks WHERE id = :id"), {"id": ids["bob"]}) == "bob"
+        assert s.scalar(text("SELECT count(*) FROM comments")) == 2
+
+
 def test_the_worker_may_only_read_users_and_tasks_and_keep_its_queue(parts: Components) -> None:
     forbidden = (
         "SELECT * FROM projects",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dbguard.errors import Refused
 from dbguard.guard.tiers import Tier
-from dbguard.ownership import Ownership, bad_row_owners, matrix, missing, owned, ownership_of, undeclared
+from dbguard.ownership import Ownership, bad_row_owners, matrix, missing, owned, ownership_of, parents, undeclared
 from dbguard.project import load_project
 from dbguard.roles.apply import checked_matrix
 from dbguard.roles.drift import check_ownership
@@ -17,7 +17,7 @@ from dbguard.roles.names import role_names, roles_policy
 from dbguard.roles.passwords import component_password
 from dbguard.roles.urls import component_url
 from dbguard.settings import Settings
-from sqlalchemy import Column, Integer, MetaData, Table
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table
 
 from tests.support.cli import invoke_cli
 from tests.support.project import FIXTURE_ROOT, PROJECT, PROJECTS
@@ -169,3 +169,50 @@ def test_the_docs_render_the_example_apps_matrix_as_db_ownership_prints_it(tmp_p
     assert table in (TEMPLATE_ROOT / "docs" / "operations.md").read_text(), "run invoke db.ownership --markdown"
     proc = invoke_cli("db.ownership", "--markdown", env=state_values(tmp_path), cwd=TEMPLATE_ROOT)
     assert proc.returncode == 0 and table in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_rows_via_follows_one_foreign_key_to_a_row_owned_table() -> None:
+    md = MetaData()
+    Table("users", md, Column("id", Integer, primary_key=True), info=owned("app"))
+    Table(
+        "projects",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("owner_id", ForeignKey("users.id")),
+        info=owned("app", row_owner="owner_id"),
+    )
+    Table(
+        "tasks",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("project_id", ForeignKey("projects.id")),
+        info=owned("app", rows_via="project_id"),
+    )
+    Table(
+        "notes",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("task_id", ForeignKey("tasks.id")),
+        info=owned("app", rows_via="task_id"),
+    )
+    Table(
+        "tags",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("user_id", ForeignKey("users.id")),
+        info=owned("app", rows_via="user_id"),
+    )  # users: not row-owned
+    Table(
+        "labels",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("project", Integer),
+        info=owned("app", rows_via="project"),
+    )  # not a foreign key
+    assert parents(md) == {
+        "public.tasks": ("project_id", "public.projects", "id"),
+        "public.notes": ("task_id", "public.tasks", "id"),
+    }
+    assert [b.split(" ")[0] for b in bad_row_owners(md)] == ["public.tags.user_id", "public.labels.project"]
+    with pytest.raises(ValueError, match="not both"):
+        owned("app", row_owner="owner_id", rows_via="project_id")

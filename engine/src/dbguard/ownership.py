@@ -37,6 +37,7 @@ class Ownership:
     readers: tuple[str, ...] = ()  # components that only SELECT
     isolated: bool = False  # one component's internal state (exactly one writer, no readers)
     row_owner: str | None = None  # column naming the owning user: switches on row-level security
+    rows_via: str | None = None  # a foreign key to a row-owned table: a row is the user's when its parent is
 
     def __post_init__(self) -> None:
         names = (*self.writers, *self.readers)
@@ -52,6 +53,8 @@ class Ownership:
             raise ValueError(f"{', '.join(sorted(both))} both writes and only reads the table")
         if self.isolated and (len(self.writers) != 1 or self.readers):
             raise ValueError("an isolated table has exactly one writer and no readers")
+        if self.row_owner and self.rows_via:
+            raise ValueError("a table's rows belong to a user by row_owner or by rows_via, not both")
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -66,6 +69,11 @@ class Ownership:
         return frozenset()
 
     @property
+    def row_scoped(self) -> bool:
+        """Whether row-level security keeps each user to their own rows of this table."""
+        return bool(self.row_owner or self.rows_via)
+
+    @property
     def kind(self) -> str:
         if self.isolated:
             return "isolated"
@@ -73,10 +81,17 @@ class Ownership:
 
 
 def owned(
-    *writers: str, readers: Iterable[str] = (), isolated: bool = False, row_owner: str | None = None
+    *writers: str,
+    readers: Iterable[str] = (),
+    isolated: bool = False,
+    row_owner: str | None = None,
+    rows_via: str | None = None,
 ) -> dict[str, Any]:
-    """`{"dbguard.ownership": Ownership(...)}`: pass as a Table's `info=` (or in `__table_args__`)."""
-    return {INFO_KEY: Ownership(tuple(writers), tuple(readers), isolated, row_owner)}
+    """`{"dbguard.ownership": Ownership(...)}`: pass as a Table's `info=` (or in `__table_args__`).
+
+    `row_owner="owner_id"`: a row is the user's whose id is in that column. `rows_via="project_id"`: a row
+    is the user's when the row that foreign key points at is (a task through its project)."""
+    return {INFO_KEY: Ownership(tuple(writers), tuple(readers), isolated, row_owner, rows_via)}
 
 
 def ownership_of(table: Table) -> Ownership | None:
@@ -106,9 +121,34 @@ def undeclared(metadata: MetaData, components: Iterable[str]) -> list[str]:
 
 
 def bad_row_owners(metadata: MetaData) -> list[str]:
-    """`table.column` for each row_owner that names no column of its table."""
-    return [
+    """`table.column` for each row_owner that names no column of its table, and each rows_via that is not a
+    one-column foreign key to a row-owned table."""
+    bad = [
         f"{qualified(t)}.{o.row_owner}"
         for t in metadata.tables.values()
         if (o := ownership_of(t)) is not None and o.row_owner and o.row_owner not in t.columns
     ]
+    vias = parents(metadata)
+    bad += [
+        f"{qualified(t)}.{o.rows_via} (rows_via: not a foreign key to a table with row_owner or rows_via)"
+        for t in metadata.tables.values()
+        if (o := ownership_of(t)) is not None and o.rows_via and qualified(t) not in vias
+    ]
+    return bad
+
+
+def parents(metadata: MetaData) -> dict[str, tuple[str, str, str]]:
+    """For each table with a valid rows_via: (its column, the row-owned parent table, the parent's column)."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for table in metadata.tables.values():
+        owner = ownership_of(table)
+        if owner is None or not owner.rows_via or owner.rows_via not in table.columns:
+            continue
+        keys = list(table.columns[owner.rows_via].foreign_keys)
+        if len(keys) != 1 or keys[0].constraint is None or len(keys[0].constraint.columns) != 1:
+            continue
+        parent = keys[0].column.table
+        parent_owner = ownership_of(parent)
+        if parent_owner is not None and parent_owner.row_scoped and parent is not table:
+            found[qualified(table)] = (owner.rows_via, qualified(parent), keys[0].column.name)
+    return found

@@ -32,7 +32,7 @@ from dbguard.errors import Failed, Refused
 from dbguard.guard.config import target_for
 from dbguard.guard.masking import mask_text
 from dbguard.guard.tiers import Tier
-from dbguard.ownership import bad_row_owners, matrix, missing, undeclared
+from dbguard.ownership import bad_row_owners, matrix, missing, parents, undeclared
 from dbguard.roles.names import RoleNames, role_names
 from dbguard.roles.passwords import component_password, source_of
 from dbguard.roles.plan import Change, Wanted, missing_tables, plan
@@ -67,7 +67,7 @@ def checked_matrix(settings: Settings) -> Wanted:
     bad = bad_row_owners(metadata)
     if bad:
         raise Refused(f"row_owner names no column: {', '.join(bad)}", "fix row_owner in the models")
-    return Wanted(names, matrix(metadata))
+    return Wanted(names, matrix(metadata), parents=parents(metadata))
 
 
 def reader_of(settings: Settings, tier: Tier, target: Target) -> str | None:
@@ -172,7 +172,7 @@ def roles_task(ctx: TaskContext) -> int:
         given = component_password(settings, tier, component, embedded=target.embedded)
         if given is not None:
             passwords[component] = (given, source_of(settings, tier, component, embedded=target.embedded))
-    wanted = Wanted(names, base.matrix, passwords, reader, applying=True)
+    wanted = Wanted(names, base.matrix, passwords, reader, applying=True, parents=base.parents)
     with target.connect(read_only=ctx.dry_run) as conn:
         state = read(conn, wanted)
         if reader and reader not in state.roles:
@@ -239,7 +239,7 @@ def carry_roles(settings: Settings, tier: Tier, live: Target, conn: Connection, 
         if out is not None:
             out.warn(f"grants not re-applied: {exc.message} -> {exc.fix}")
         return 0
-    wanted = Wanted(base.names, base.matrix, None, reader_of(settings, tier, live), roles=False)
+    wanted = Wanted(base.names, base.matrix, None, reader_of(settings, tier, live), roles=False, parents=base.parents)
     state = read(conn, wanted)
     absent = [r for r in role_list(wanted.names, wanted.reader) if r not in state.roles]
     if absent:

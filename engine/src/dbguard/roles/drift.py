@@ -66,7 +66,7 @@ def check_roles(settings: Settings) -> list[Finding]:
         if target.embedded and not EmbeddedCluster.from_settings(settings).is_running():
             continue
         label = tier.value.upper()
-        wanted = Wanted(names, base.matrix, None, reader_of(settings, tier, target))
+        wanted = Wanted(names, base.matrix, None, reader_of(settings, tier, target), parents=base.parents)
         try:
             with report_target(settings, target).connect(read_only=True, timeout=5) as conn:
                 state = read(conn, wanted)

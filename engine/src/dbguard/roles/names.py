@@ -14,7 +14,8 @@ from dbguard.settings import Settings
 
 POLICY_PREFIX = "dbguard_"  # row-level security policies db.roles makes (others are the app's own)
 OWN_ROWS = "dbguard_own_rows"
-READER_ROWS = "dbguard_reader_all_rows"
+READER_ROWS = "dbguard_reader_all_rows"  # PROD's read-only role (backups, refreshes)
+READERS_ROWS = "dbguard_readers_all_rows"  # a row-scoped table's reader components
 
 
 def roles_policy(listing_line: str) -> bool:

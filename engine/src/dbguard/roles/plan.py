@@ -10,9 +10,11 @@ What must hold after every change of a plan is applied: reading the state again 
 - login roles hold nothing themselves: each is a member of its group role only;
 - PUBLIC holds nothing on the matrix's tables and may not create in their schemas;
 - a table with `row_owner` has row-level security enabled, with one policy `dbguard_own_rows` for its
-  components: a row is theirs when `<row_owner> = current_setting('dbguard.user_id', true)` (unset or ''
-  after a transaction-local setting ended: no row). It is not FORCEd: component roles never own a table,
-  so the policy always binds them, while the owner (the migrator, and a migration or backup role that
+  writers: a row is theirs when `<row_owner> = current_setting('dbguard.user_id', true)` (unset or ''
+  after a transaction-local setting ended: no row); a table with `rows_via` the same, a row being theirs
+  when the row its foreign key points at is (a task through its project); the table's readers, processes
+  that serve every user, read every row (`dbguard_readers_all_rows`). It is not FORCEd: component roles
+  never own a table, so the policy always binds them, while the owner (the migrator, and a migration or backup role that
   is a member of it) keeps every row: a data migration that saw no rows would change nothing, silently;
 - on PROD (not the embedded stand-in) the tools' read-only role may SELECT every matrix table, and
   every row of those with row-level security (`dbguard_reader_all_rows`: backups and refreshes read
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from dbguard.ownership import Ownership
-from dbguard.roles.names import OWN_ROWS, POLICY_PREFIX, READER_ROWS, RoleNames
+from dbguard.roles.names import OWN_ROWS, POLICY_PREFIX, READER_ROWS, READERS_ROWS, RoleNames
 from dbguard.roles.state import PUBLIC, Policy, RoleRow, State, verifier_matches
 
 WRITE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
@@ -60,6 +62,8 @@ class Wanted:
     reader: str | None = None  # PROD: the tools' read-only role
     roles: bool = True  # False: this database's objects only (the roles exist already)
     applying: bool = False  # True: the connected role is the one to apply the plan (it must be able to hand over)
+    # rows_via: table -> (its column, the parent table, the parent's column)
+    parents: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 def _id(qualified: str) -> sql.Composable:
@@ -308,17 +312,27 @@ def plan(state: State, wanted: Wanted) -> list[Change]:
         if wanted.reader:
             have = state.privs(table, wanted.reader)
             out += _grants("TABLE", table, wanted.reader, have, frozenset({"SELECT"}))
-        out += _rows(state, table, owner, names, wanted.reader)
+        out += _rows(state, table, owner, names, wanted.reader, wanted.parents.get(table))
     return out
 
 
 _NOBODY = RoleRow(False, False, False, False, False, False, frozenset())
 
 
-def _rows(state: State, table: str, owner: Ownership, names: RoleNames, reader: str | None) -> list[Change]:
+def _rows(
+    state: State,
+    table: str,
+    owner: Ownership,
+    names: RoleNames,
+    reader: str | None,
+    parent: tuple[str, str, str] | None,
+) -> list[Change]:
+    """Row-level security for a row-scoped table: its writers act for one user at a time and reach only that
+    user's rows (`dbguard_own_rows`); its readers are cross-user processes (a worker serving everyone) and
+    read every row (`dbguard_readers_all_rows`); PROD's read-only role reads every row."""
     out: list[Change] = []
     ours = {n: p for (t, n), p in state.policies.items() if t == table and n.startswith(POLICY_PREFIX)}
-    if owner.row_owner is None:
+    if not owner.row_scoped or (owner.rows_via and parent is None):
         for name in sorted(ours):
             out += _policy(table, name, None, ours[name])
         return out
@@ -341,17 +355,32 @@ def _rows(state: State, table: str, owner: Ownership, names: RoleNames, reader: 
                 (sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(_id(table)),),
             )
         )
-    column_type = state.column_type.get((table, owner.row_owner), "text")
-    # NULLIF: once a transaction that named a user has ended, the setting reads '' (not NULL) on that
-    # connection, and ''::bigint would fail every later query instead of showing no rows
-    mine = sql.SQL("{} = NULLIF(current_setting({}, true), '')::{}").format(
-        sql.Identifier(owner.row_owner), sql.Literal(USER_SETTING), sql.SQL(column_type)
-    )
-    roles = frozenset(names.group(c) for c in owner.components)
+    if owner.row_owner:
+        column_type = state.column_type.get((table, owner.row_owner), "text")
+        # NULLIF: once a transaction that named a user has ended, the setting reads '' (not NULL) on that
+        # connection, and ''::bigint would fail every later query instead of showing no rows
+        mine: sql.Composable = sql.SQL("{} = NULLIF(current_setting({}, true), '')::{}").format(
+            sql.Identifier(owner.row_owner), sql.Literal(USER_SETTING), sql.SQL(column_type)
+        )
+    else:
+        assert parent is not None
+        column, parent_table, parent_column = parent
+        # the parent's own policy filters this subquery for the same role: a row is visible, and may be
+        # written, exactly when the row it belongs to is the user's
+        mine = sql.SQL("EXISTS (SELECT 1 FROM {} AS parent WHERE parent.{} = {}.{})").format(
+            _id(parent_table), sql.Identifier(parent_column), _id(table), sql.Identifier(column)
+        )
+    writers = frozenset(names.group(c) for c in owner.writers)
     create = sql.SQL("CREATE POLICY {} ON {} AS PERMISSIVE FOR ALL TO {} USING ({}) WITH CHECK ({})").format(
-        sql.Identifier(OWN_ROWS), _id(table), sql.SQL(", ").join(map(sql.Identifier, sorted(roles))), mine, mine
+        sql.Identifier(OWN_ROWS), _id(table), sql.SQL(", ").join(map(sql.Identifier, sorted(writers))), mine, mine
     )
-    want: dict[str, tuple[str, frozenset[str], sql.Composed] | None] = {OWN_ROWS: ("ALL", roles, create)}
+    want: dict[str, tuple[str, frozenset[str], sql.Composed] | None] = {OWN_ROWS: ("ALL", writers, create)}
+    if owner.readers:
+        readers = frozenset(names.group(c) for c in owner.readers)
+        every = sql.SQL("CREATE POLICY {} ON {} AS PERMISSIVE FOR SELECT TO {} USING (true)").format(
+            sql.Identifier(READERS_ROWS), _id(table), sql.SQL(", ").join(map(sql.Identifier, sorted(readers)))
+        )
+        want[READERS_ROWS] = ("SELECT", readers, every)
     if reader:
         every = sql.SQL("CREATE POLICY {} ON {} AS PERMISSIVE FOR SELECT TO {} USING (true)").format(
             sql.Identifier(READER_ROWS), _id(table), sql.Identifier(reader)

@@ -22,7 +22,8 @@ COLUMNS = ("table", "kind", "writers", "readers", "row owner")
 
 
 def cells(owner: Ownership) -> tuple[str, str, str, str]:
-    return owner.kind, ", ".join(owner.writers), ", ".join(owner.readers) or "-", owner.row_owner or "-"
+    rows = owner.row_owner or (f"via {owner.rows_via}" if owner.rows_via else "-")
+    return owner.kind, ", ".join(owner.writers), ", ".join(owner.readers) or "-", rows
 
 
 def as_markdown(metadata: MetaData) -> str:
