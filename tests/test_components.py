@@ -16,9 +16,10 @@ from typing import Any, cast
 
 import pytest
 from dbguard.cli.console import Output
-from dbguard.cli.runner import run_task
+from dbguard.cli.runner import TaskContext, run_task
 from dbguard.guard.caller import Caller
 from dbguard.guard.cleared import Cleared
+from dbguard.migrations.migrate import migrate_task
 from dbguard.roles.apply import roles_task
 from dbguard.roles.names import role_names
 from dbguard.runtime import AppDatabase, act_as, open_app_database
@@ -329,3 +330,26 @@ def test_one_entry_point_per_component(parts: Components) -> None:
     assert "bob@example.com" not in worked.stdout  # the address is used, never printed
     audit = Path(parts.settings.values["AUDIT_LOG"]).read_text()
     assert '"component": "worker"' in audit and f'"role": "{role_names(parts.settings).login("worker")}"' in audit
+
+
+def test_a_table_a_migration_adds_gets_the_matrixs_grants_at_once(parts: Components) -> None:
+    """db.migrate on a database db.roles manages: the worker's queue, dropped and made again by its revision,
+    belongs to the migrator and is the worker's again without another db.roles."""
+    for db in (parts.app, parts.worker):
+        db.engine.dispose()
+    for to in ("0002", "head"):
+
+        def body(ctx: TaskContext, to: str = to) -> int:
+            return migrate_task(ctx, to=to)
+
+        assert (
+            run_task("migrate", "int", {"to": to}, body, settings=parts.settings, caller=ROBOT, out=Output(None)) == 0
+        )
+    with parts.owner.connect() as conn:
+        owner = "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'notification_jobs'"
+        assert conn.scalar(text(owner)) == role_names(parts.settings).migrator
+    with parts.worker.engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM notification_jobs")) == 0
+    with parts.app.engine.connect() as conn, pytest.raises(ProgrammingError) as exc:
+        conn.execute(text("SELECT count(*) FROM notification_jobs"))
+    assert refused(exc)

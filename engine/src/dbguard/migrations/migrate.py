@@ -29,6 +29,7 @@ from dbguard.guard.locks import exclusive
 from dbguard.ladder.gate import check_gate, read_prod_facts
 from dbguard.migrations.history import current_revision, script_directory
 from dbguard.migrations.schema import apply, downgrade, upgrade
+from dbguard.roles.apply import regrant_after_migration
 from dbguard.settings import Settings
 
 
@@ -108,6 +109,7 @@ def migrate_task(ctx: TaskContext, to: str | None = None, ladder_report: str | N
             ctx.facts["backup"] = backup.path.name
         step = upgrade if direction == "upgrade" else downgrade
         apply(settings, target, f"{direction} to {destination}", lambda conn: step(settings, conn, destination), out)
+        regrant_after_migration(settings, ctx.tier, target, out)  # tables it added: the ownership matrix's grants
     out.ok(f"{direction}d {target.dbname} to {destination} ({len(steps)} revision(s))")
     return 0
 
@@ -133,6 +135,7 @@ def alembic_cli_task(
                     backup = take_backup(ctx.settings, ctx.target, ctx.out, reason=f"before alembic {command}")
                     ctx.facts["backup"] = backup.path.name
                 apply(ctx.settings, ctx.target, f"alembic {command}", run_on, ctx.out)
+                regrant_after_migration(ctx.settings, ctx.tier, ctx.target, ctx.out)
             return 0
         with ctx.target.sa_connection() as conn:
             run_on(conn)

@@ -259,3 +259,19 @@ def carry_roles_into(settings: Settings, tier: Tier, live: Target, into: Cleared
         made = carry_roles(settings, tier, live, conn, out)
         conn.commit()
     return made
+
+
+def regrant_after_migration(settings: Settings, tier: Tier, target: Cleared, out: Output) -> int:
+    """After a migration on a database `db.roles` manages: tables it added get the matrix's owner, grants and
+    policies at once, instead of no grants until the next db.roles. A change the migrating role may not make
+    (it cannot hand a table to the migrator) leaves the migration as it is and says what to run."""
+    try:
+        with target.connect() as conn:
+            made = carry_roles(settings, tier, target, conn, out)
+            conn.commit()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fix = f"invoke db.roles --env {tier.value}"
+        out.warn(f"grants not re-applied after the migration ({mask_text(first)}) -> {fix}")
+        return 0
+    return made
