@@ -10,7 +10,9 @@ PostgreSQL binary the tools start is a wrapper that records its argv and environ
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 from dbguard.guard.tiers import Tier
@@ -65,6 +67,11 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
         | {"PG_BINDIR": str(bindir), "DB_TOOLS_DEBUG": "1", "SANITIZE_POLICY": str(tmp_path / "none.toml")}
     )
     prod_db = tiers.names[Tier.PROD]
+    email = tiers.sql(Tier.PROD, "SELECT email FROM users ORDER BY id LIMIT 1")
+    sqlite_file = tmp_path / "old-app.db"
+    with closing(sqlite3.connect(sqlite_file)) as lite, lite:
+        lite.execute("CREATE TABLE users (id integer PRIMARY KEY, email text, full_name text)")
+        lite.execute("INSERT INTO users VALUES (1, 'lite@example.com', 'Lite User')")
     wrong_prod = tiers.urls[Tier.PROD].replace(CANARY, CANARY + "-wrong")
     runs: list[tuple[list[str], dict[str, str]]] = [
         (["db.status"], {}),
@@ -100,6 +107,16 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
         (["db.refresh-staging", "--dry-run"], {}),
         (["db.refresh-staging"], {}),
         (["db.refresh-staging", "--undo"], {}),
+        (["db.ownership"], {}),
+        (["db.roles", "--env", "int"], {"INT_APP_DATABASE_PASSWORD": CANARY, "INT_WORKER_DATABASE_PASSWORD": CANARY}),
+        (["db.roles", "--env", "prod", "--dry-run"], {}),
+        (["db.roles", "--env", "prod", "--confirm", prod_db], {}),  # no login passwords for PROD: refused
+        (["db.export-user", "--env", "prod", "--user", email, "--out", str(tmp_path / "user.tar")], {}),
+        (["db.export-user", "--env", "prod", "--user", email, "--dry-run"], {}),
+        (["db.import-user", "--env", "stg", "--from", str(tmp_path / "user.tar"), "--as", "canary@example.com"], {}),
+        (["db.import-user", "--env", "prod", "--from", str(tmp_path / "user.tar"), "--confirm", prod_db], {}),
+        (["db.import-sqlite", "--env", "int", "--from", str(sqlite_file)], {}),  # INT holds rows: refused
+        (["db.import-sqlite", "--env", "prod", "--from", str(sqlite_file), "--confirm", prod_db], {}),
         (["db.backup", "--env", "prod"], {"PROD_DATABASE_URL": wrong_prod}),
         (["db.status"], {"PROD_DATABASE_URL": wrong_prod}),
         (["db.stamp", "--env", "stg"], {"STG_DATABASE_URL": "mysql://u:" + CANARY + "@h/x"}),
@@ -119,6 +136,7 @@ def test_the_canary_password_appears_nowhere(tiers: Tiers, tmp_path: Path) -> No
         codes.append(proc.returncode)
         assert "Traceback" not in proc.stdout + proc.stderr, args
     assert 0 in codes and 2 in codes  # allowed and refused runs both happened
+    assert (tmp_path / "user.tar").is_file()  # PROD's export really ran
     argv = log.read_text()
     assert "pg_dump" in argv and "pg_restore" in argv and "psql" in argv  # the wrappers really were used
     for secret in (CANARY, PROD_OWNER_PASSWORD):
