@@ -1,4 +1,4 @@
-"""pytest-alembic's built-in tests on the template's example app and on the shapes fixture (issue 12 item 7).
+"""pytest-alembic's built-in tests on the template's example app and the fixture apps (issue 12 item 7).
 
 Its documented fixtures hand `migrations/env.py` an Engine (dbguard.migrations.alembic_env accepts one) and
 the app's settings; the Engine is on a throwaway database of the test cluster, stamped INT, made for each
@@ -26,7 +26,7 @@ from pytest_alembic.tests import (
 from sqlalchemy import Engine, create_engine
 
 from tests.support.clusters import ThrowawayCluster
-from tests.support.project import SHAPES_ROOT, TEMPLATE_ROOT
+from tests.support.project import FIXTURE_ROOT, PROJECTS, SHAPES_ROOT, TEMPLATE_ROOT
 from tests.support.setup import make_settings, stamp_url
 
 __all__ = [  # collected here, run once per app
@@ -36,7 +36,7 @@ __all__ = [  # collected here, run once per app
     "test_upgrade",
 ]
 
-APPS = {"example": TEMPLATE_ROOT, "shapes": SHAPES_ROOT}
+APPS = {"example": TEMPLATE_ROOT, "shapes": SHAPES_ROOT, "taskboard": FIXTURE_ROOT, "lending": PROJECTS / "lending"}
 _made = iter(range(1, 1_000_000))
 
 
