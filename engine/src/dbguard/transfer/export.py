@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,11 +213,11 @@ class Export:
         with self.conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
             return b"".join([bytes(chunk) for chunk in copy])
 
-    def fetch(self, table: str, columns: tuple[str, ...], values: set[Keys], *, owned: bool) -> list[Keys]:
-        """Take the keys of the rows of `table` whose `columns` hold one of `values`; return the new ones."""
+    def fetch(self, table: str, asks: list[tuple[tuple[str, ...], set[Keys]]], *, owned: bool) -> list[Keys]:
+        """Take the keys of the rows of `table` whose columns hold one of the values of any of `asks` (one scan for
+        all of them where they are few enough); return the rows not taken before."""
         part = self.part(table)
         info = part.info
-        wanted = [tuple(str(v) for v in value) for value in values if None not in value]
         pk = info.primary_key
         taken = [k[0] for k in (*part.owned, *part.reference)] if len(pk) == 1 and plain_type(info, pk[0]) else []
         skip = (  # rows taken already are not read again (a comment reached through its task and its author)
@@ -234,11 +233,21 @@ class Export:
             sql.SQL("t.{}::text").format(sql.Identifier(c)) if c not in ("ctid", "tableoid") else sql.SQL("t." + c)
             for c in part.keycols
         )
+        wanted = [
+            (columns, [tuple(str(v) for v in value) for value in values if None not in value])
+            for columns, values in asks
+        ]
+        wanted = [(columns, values) for columns, values in wanted if values]
+        if sum(len(values) for _, values in wanted) <= BATCH:
+            batches = [wanted]
+        else:
+            batches = [[(c, v[start : start + BATCH])] for c, v in wanted for start in range(0, len(v), BATCH)]
         new: list[Keys] = []
-        for start in range(0, len(wanted), BATCH):
-            query = sql.SQL("SELECT {} FROM {} WHERE {}{}").format(
-                read, info.source, matching(info, columns, wanted[start : start + BATCH]), skip
-            )
+        for batch in batches:
+            if not batch:
+                continue
+            where = sql.SQL(" OR ").join(sql.SQL("({})").format(matching(info, c, v)) for c, v in batch)
+            query = sql.SQL("SELECT {} FROM {} WHERE ({}){}").format(read, info.source, where, skip)
             self.queries += 1
             found = self.conn.execute(query).fetchall()
             rows = found if info.primary_key else [tuple([None if v is None else str(v) for v in r]) for r in found]
@@ -246,7 +255,10 @@ class Export:
         return new
 
     def walk(self, key: str) -> None:
-        """The user's row, every row that belongs to them, then every row those point at (slice.py): keys only."""
+        """The user's row, every row that belongs to them, then every row those point at (slice.py): keys only.
+
+        Both walks go in rounds: each round reads, for each table, the rows that any foreign key points at (or
+        from) the rows the last round found, in one query."""
         users = self.graph.table(self.users.table)
         user_pk = users.primary_key[0]
         found = self.conn.execute(
@@ -264,31 +276,32 @@ class Export:
                 f"check the key, or set user_key in [tool.dbguard] (now {self.users.key})",
             )
         self.root_key = str(found[0][0])
-        root = self.fetch(self.users.table, (user_pk,), {(self.root_key,)}, owned=True)
-        queue: deque[tuple[str, list[Keys]]] = deque([(self.users.table, root)])
+        fresh: dict[str, list[Keys]] = {
+            self.users.table: self.fetch(self.users.table, [((user_pk,), {(self.root_key,)})], owned=True)
+        }
         owners = {t: c for t, c in self.row_owners.items() if t in self.graph.tables and t != self.users.table}
         for table, column in owners.items():
-            queue.append((table, self.fetch(table, (column,), {(self.root_key,)}, owned=True)))
-        while queue:  # owned rows: towards the user, to a fixed point
-            parent, rows = queue.popleft()
-            for fk in self.graph.referencing(parent):
-                if fk.table == self.users.table or fk.table in owners:
-                    continue
-                at = self.part(parent).pos(fk.parent_columns)
-                values = {tuple([r[i] for i in at]) for r in rows}
-                new = self.fetch(fk.table, fk.columns, values, owned=True)
-                if new:
-                    queue.append((fk.table, new))
-        queue = deque((t, list(p.owned.values())) for t, p in list(self.parts.items()))
-        while queue:  # reference rows: what the slice points at, upwards only
-            child, rows = queue.popleft()
-            for fk in self.graph.table(child).foreign_keys:
-                at = self.part(child).pos(fk.columns)
-                values = {tuple([r[i] for i in at]) for r in rows}
-                values -= self.part(fk.parent).taken_values(fk.parent_columns)
-                new = self.fetch(fk.parent, fk.parent_columns, values, owned=False) if values else []
-                if new:
-                    queue.append((fk.parent, new))
+            fresh[table] = self.fetch(table, [((column,), {(self.root_key,)})], owned=True)
+        while fresh:  # owned rows: towards the user, to a fixed point
+            asks: dict[str, list[tuple[tuple[str, ...], set[Keys]]]] = {}
+            for parent, rows in fresh.items():
+                for fk in self.graph.referencing(parent):
+                    if fk.table == self.users.table or fk.table in owners or not rows:
+                        continue
+                    at = self.part(parent).pos(fk.parent_columns)
+                    asks.setdefault(fk.table, []).append((fk.columns, {tuple([r[i] for i in at]) for r in rows}))
+            fresh = {t: new for t, a in asks.items() if (new := self.fetch(t, a, owned=True))}
+        fresh = {t: list(p.owned.values()) for t, p in list(self.parts.items())}
+        while fresh:  # reference rows: what the slice points at, upwards only
+            asks = {}
+            for child, rows in fresh.items():
+                for fk in self.graph.table(child).foreign_keys:
+                    at = self.part(child).pos(fk.columns)
+                    values = {tuple([r[i] for i in at]) for r in rows}
+                    values -= self.part(fk.parent).taken_values(fk.parent_columns)
+                    if values:
+                        asks.setdefault(fk.parent, []).append((fk.parent_columns, values))
+            fresh = {t: new for t, a in asks.items() if (new := self.fetch(t, a, owned=False))}
 
     def collect(self) -> None:
         """Every row the walk named, read in the same snapshot by its identity (sanitized from PROD)."""
