@@ -6,6 +6,7 @@ PostgreSQL, and the failures a seed can meet, each blamed on the right party."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -228,6 +229,17 @@ def test_a_seed_modules_own_faults_name_the_module(
     assert result.code == EXIT_FAILED
     assert "seed module recipes/seeds/users.py broke a constraint on table users" in result.stderr
     assert "-> fix recipes/seeds/users.py" in result.stderr
+
+    def own_uuid(self, f, id):  # type: ignore[no-untyped-def]
+        return {**original_user(self, f, id), "id": uuid.uuid5(uuid.NAMESPACE_URL, f"user/{id}")}
+
+    monkeypatch.setattr(user_seeds.Users, "row", own_uuid)
+    result = run(settings, "seed", "int", robot(), lambda ctx: reset.seed_task(ctx, scenario="minimal"))
+    assert result.code == EXIT_FAILED
+    assert (
+        "seed module recipes/seeds/users.py made a bad row for table users: row 1: its key id is UUID(" in result.stderr
+    )
+    assert "make the key with it, or leave it out -> fix recipes/seeds/users.py" in result.stderr
 
     monkeypatch.setattr(user_seeds.Users, "row", original_user)
 

@@ -135,14 +135,26 @@ def _row(seed: SeedTable, f: Fakes, n: int) -> dict[str, object]:
 
 
 def generate_rows(
-    seed: SeedTable, f: Fakes, start: int, count: int, key: tuple[str, Callable[[int], object]] | None = None
+    seed: SeedTable,
+    f: Fakes,
+    start: int,
+    count: int,
+    key: tuple[str, Callable[[int], object]] | None = None,
+    *,
+    keyed: bool = False,
 ) -> Iterator[tuple[object, ...]]:
     """The column names first, then one tuple per row; every row must have the same keys in the same order.
 
     `key` (column, row number -> key): when the module leaves that column out, the runner adds it, so other
-    tables can reference the rows and the same seed gives the same keys (a server default would not)."""
+    tables can reference the rows and the same seed gives the same keys (a server default would not). `keyed`:
+    other tables reference these rows by `f.ref`, so a key the module makes itself must be `f.key(id)`'s."""
     first = _row(seed, f, start)
     add_key = key is not None and key[0] not in first
+    if key is not None and keyed and not add_key and str(first[key[0]]) != str(key[1](start)):
+        raise RowError(
+            f"row {start}: its key {key[0]} is {first[key[0]]!r}, not f.key({start}) = {key[1](start)!r}; other "
+            "tables reference its rows by f.ref, which finds them by f.key(id): make the key with it, or leave it out"
+        )
     columns = tuple(first) + ((key[0],) if key is not None and add_key else ())
     make_key = key[1] if key is not None and add_key else None
     yield columns
@@ -256,7 +268,7 @@ def seed_database(
     offloaded = None
     try:
         if not append:
-            offloaded = _start_offload(conn, modules, plan, spaces, fakes_for, key_for)
+            offloaded = _start_offload(conn, modules, plan, spaces, fakes_for, key_for, referenced)
         with out.progress() if out is not None else nullcontext(None) as progress:
             for table in order:
                 seed, module = modules[table]
@@ -276,7 +288,9 @@ def seed_database(
                     failpoint(f"seed:after-{table}")
                     loaded.add(table)
                     continue
-                rows = generate_rows(seed, fakes_for(table), spaces[table].start, count, key_for(table))
+                rows = generate_rows(
+                    seed, fakes_for(table), spaces[table].start, count, key_for(table), keyed=table in referenced
+                )
                 columns = tuple(str(c) for c in next(rows))
                 rebuild = deferred.ready(loaded)
                 if rebuild:
@@ -311,6 +325,7 @@ def _start_offload(
     spaces: dict[str, KeySpace],
     fakes_for: Callable[[str], Fakes],
     key_for: Callable[[str], tuple[str, Callable[[int], object]] | None],
+    referenced: set[str],
 ) -> tuple[str, tuple[str, ...], OffloadedTable] | None:
     """Start making the largest table's rows in a second process, when that pays (offload.py)."""
     table = worth_offloading(plan.counts)
@@ -326,8 +341,9 @@ def _start_offload(
         raise _blame(exc, table, module) from None
     if not binary_capable(oids):
         return None
+    generate = partial(generate_rows, keyed=table in referenced)
     worker = OffloadedTable(
-        seed, fakes_for(table), start, plan.counts[table], oids, converters_for(oids), generate_rows, key
+        seed, fakes_for(table), start, plan.counts[table], oids, converters_for(oids), generate, key
     )
     return table, columns, worker
 
