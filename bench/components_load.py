@@ -5,9 +5,9 @@ root. It starts a throwaway embedded cluster in a temporary folder, builds INT t
 (`invoke db.reset --env int`, `invoke db.roles --env int`), then runs rounds, interleaved:
 
 - ours: the app component (`--users` threads, each acting for one user through dbguard.runtime.act_as)
-  adds tasks to its user's project and moves its tasks along, as `<app>_app_login`; the worker
+  adds tasks to its user's project and moves its tasks along, as `<app>_int_app_login`; the worker
   component (`--workers` threads, app/worker.py's enqueue and work_batch) queues and works the
-  notification jobs, as `<app>_worker_login`; a probe thread tries a write the matrix does not allow
+  notification jobs, as `<app>_int_worker_login`; a probe thread tries a write the matrix does not allow
   (the worker inserting into users) again and again;
 - naive: the same threads, all connected as the tier URL's user (the owner: no roles, no row-level
   security), the probe's write rolled back after it went through.

@@ -19,6 +19,7 @@ from dbguard.cli.console import Output
 from dbguard.cli.runner import TaskContext, run_task
 from dbguard.guard.caller import Caller
 from dbguard.guard.cleared import Cleared
+from dbguard.guard.tiers import Tier
 from dbguard.migrations.migrate import migrate_task
 from dbguard.roles.apply import roles_task
 from dbguard.roles.names import role_names
@@ -102,7 +103,7 @@ def refused(exc: pytest.ExceptionInfo[DBAPIError]) -> bool:
 
 
 def test_each_component_connects_as_its_own_login_role(parts: Components) -> None:
-    names = role_names(parts.settings)
+    names = role_names(parts.settings, Tier.INT)
     for db, role in ((parts.app, names.login("app")), (parts.worker, names.login("worker"))):
         with db.engine.connect() as conn:
             assert conn.scalar(text("SELECT current_user")) == role
@@ -329,7 +330,8 @@ def test_one_entry_point_per_component(parts: Components) -> None:
     assert "1 notification(s) sent" in worked.stdout and f"told user {parts.bob} about task" in worked.stdout
     assert "bob@example.com" not in worked.stdout  # the address is used, never printed
     audit = Path(parts.settings.values["AUDIT_LOG"]).read_text()
-    assert '"component": "worker"' in audit and f'"role": "{role_names(parts.settings).login("worker")}"' in audit
+    login = role_names(parts.settings, Tier.INT).login("worker")
+    assert '"component": "worker"' in audit and f'"role": "{login}"' in audit
 
 
 def test_a_table_a_migration_adds_gets_the_matrixs_grants_at_once(parts: Components) -> None:
@@ -347,7 +349,7 @@ def test_a_table_a_migration_adds_gets_the_matrixs_grants_at_once(parts: Compone
         )
     with parts.owner.connect() as conn:
         owner = "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'notification_jobs'"
-        assert conn.scalar(text(owner)) == role_names(parts.settings).migrator
+        assert conn.scalar(text(owner)) == role_names(parts.settings, Tier.INT).migrator
     with parts.worker.engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM notification_jobs")) == 0
     with parts.app.engine.connect() as conn, pytest.raises(ProgrammingError) as exc:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import ProgrammingError
 from tests.support.components import LOGIN_PASSWORD, ready, with_passwords
 from tests.support.setup import Tiers, base_environ, robot
 
-APP_LOGIN, WORKER_LOGIN = "app_app_login", "app_worker_login"
+APP_LOGIN, WORKER_LOGIN = "app_stg_app_login", "app_stg_worker_login"  # STG's: each tier has its own roles
 
 
 def output() -> tuple[Output, io.StringIO]:
@@ -30,7 +30,9 @@ def output() -> tuple[Output, io.StringIO]:
 
 
 def as_process(settings: Settings, **environ: str) -> Settings:
-    return replace(settings, environ=base_environ() | environ)
+    """The app's process: a plain environment holding `environ` and the PROD login passwords it was given."""
+    given = {k: v for k, v in settings.environ.items() if k.endswith("_DATABASE_PASSWORD")}
+    return replace(settings, environ=base_environ() | given | environ)
 
 
 def refused(statement: str, conn) -> bool:  # type: ignore[no-untyped-def]
@@ -116,7 +118,7 @@ def test_on_prod_a_component_logs_in_with_its_own_password_never_the_owners(tier
     )
     app = open_app_database("app", settings=settings, caller=robot(), out=output()[0])
     with app.engine.connect() as conn:  # TLS and a password: the PROD test server takes nothing else
-        assert conn.scalar(text("SELECT current_user")) == APP_LOGIN
+        assert conn.scalar(text("SELECT current_user")) == "app_prod_app_login"
         assert conn.scalar(text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")) is True
     missing = settings.with_values(PROD_APP_DATABASE_PASSWORD=None)
     out, buf = output()
@@ -130,3 +132,20 @@ def test_on_prod_a_component_logs_in_with_its_own_password_never_the_owners(tier
     shown = buf.getvalue()
     assert "wrong or missing password" in shown and "invoke db.roles --env prod" in shown
     assert "not-the-Password-1" not in shown and LOGIN_PASSWORD not in shown
+
+
+def test_a_prod_login_password_in_the_env_file_is_refused(tiers: Tiers) -> None:
+    """PROD's component passwords come from the real environment only: one in .env (values, not environ) is
+    refused by name, and never shown."""
+    name = tiers.names[Tier.PROD]
+    made = ready(tiers, Tier.PROD)
+    process = as_process(made, APP_ENV="prod", ALLOW_PROD_DATABASE=name)
+    in_file = replace(process, environ={k: v for k, v in process.environ.items() if not k.endswith("_PASSWORD")})
+    assert in_file.values.get("PROD_APP_DATABASE_PASSWORD") == LOGIN_PASSWORD
+    out, buf = output()
+    with pytest.raises(SystemExit) as exc:
+        open_app_database("app", settings=in_file, caller=robot(), out=out)
+    assert exc.value.code == 2
+    shown = buf.getvalue()
+    assert "PROD_APP_DATABASE_PASSWORD is set in .env" in shown and "real environment only" in shown
+    assert LOGIN_PASSWORD not in shown and "Traceback" not in shown

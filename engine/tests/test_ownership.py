@@ -78,7 +78,7 @@ def test_db_roles_refuses_an_incomplete_matrix(tmp_path: Path, monkeypatch: pyte
     Table("loose", metadata, Column("id", Integer, primary_key=True))
     monkeypatch.setattr(type(settings.project), "metadata", property(lambda self: metadata))
     with pytest.raises(Refused, match=r"without an ownership entry: public\.loose"):
-        checked_matrix(settings)
+        checked_matrix(settings, Tier.STG)
     (finding,) = check_ownership(settings)
     assert not finding.ok and "public.loose" in finding.message and "owned(" in finding.fix
     Table("other", metadata, Column("id", Integer, primary_key=True), info=owned("cli", row_owner="user_id"))
@@ -97,22 +97,23 @@ def test_db_ownership_prints_the_matrix(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for row in ("public.users", "shared", "public.projects", "owner_id", "app, worker"):
         assert row in proc.stdout
-    assert "app_migrator owns the tables" in proc.stdout
+    assert "app_int_migrator owns the tables" in proc.stdout
 
 
 def test_role_names_and_the_embedded_password_file(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, APP_NAME="My-App")
-    names = role_names(settings)
+    names = role_names(settings, Tier.STG)
     assert (names.migrator, names.group("worker"), names.login("worker")) == (
-        "my_app_migrator",
-        "my_app_worker",
-        "my_app_worker_login",
+        "my_app_stg_migrator",
+        "my_app_stg_worker",
+        "my_app_stg_worker_login",
     )
+    assert role_names(settings, Tier.PROD).login("worker") == "my_app_prod_worker_login"  # a tier's own roles
     (tmp_path / "pyproject.toml").write_text('[tool.dbguard]\ncomponents = ["app", "worker"]\n')
     settings = Settings(root=tmp_path, values=settings.values, environ=settings.environ)  # state under tmp_path
     first = component_password(settings, Tier.STG, "worker", embedded=True)
     assert first and component_password(settings, Tier.STG, "worker", embedded=True) == first  # kept
-    path = tmp_path / ".local" / "role-passwords" / "my_app_worker_login"
+    path = tmp_path / ".local" / "role-passwords" / "my_app_stg_worker_login"
     assert path.read_text().strip() == first
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     os.chmod(path, 0o644)
@@ -129,7 +130,7 @@ def test_component_url_needs_the_tier_password_for_a_tier_with_its_own_url(tmp_p
     with pytest.raises(Refused, match="'cli' is not one of the components"):
         component_url(settings, Tier.STG, "cli")
     given = component_url(settings.with_values(STG_WORKER_DATABASE_PASSWORD="w-pass"), Tier.STG, "worker")
-    assert given.startswith("postgresql://app_worker_login:w-pass@/app_stg?") and "ownerpw" not in given
+    assert given.startswith("postgresql://app_stg_worker_login:w-pass@/app_stg?") and "ownerpw" not in given
 
 
 def test_restore_lists_leave_out_only_db_roles_policies() -> None:

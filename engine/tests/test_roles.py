@@ -21,8 +21,8 @@ from dbguard.settings import Settings
 
 from tests.support.setup import Tiers, human, robot, run
 
-MIGRATOR, APP, WORKER = "app_migrator", "app_app", "app_worker"
-APP_LOGIN, WORKER_LOGIN = "app_app_login", "app_worker_login"
+MIGRATOR, APP, WORKER = "app_stg_migrator", "app_stg_app", "app_stg_worker"
+APP_LOGIN, WORKER_LOGIN = "app_stg_app_login", "app_stg_worker_login"
 
 
 def migrate(tiers: Tiers, tier: Tier) -> None:
@@ -91,7 +91,7 @@ def privilege(tiers: Tier | Tiers, role: str, table: str, what: str) -> bool:
 
 
 def test_roles_on_stg_give_each_component_exactly_the_matrix_then_doctor_shows_no_drift(stg: Tiers) -> None:
-    assert "owner=app_migrator" in grants(stg, Tier.STG)
+    assert "owner=app_stg_migrator" in grants(stg, Tier.STG)
     for table in ("users", "projects", "tasks", "comments"):
         assert (
             stg.sql(Tier.STG, f"SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = '{table}'") == MIGRATOR
@@ -111,15 +111,16 @@ def test_roles_on_stg_give_each_component_exactly_the_matrix_then_doctor_shows_n
     stg.sql(Tier.STG, "ALTER TABLE projects FORCE ROW LEVEL SECURITY")
     assert "row-level security: no force" in roles(stg.settings).text
     assert stg.sql(Tier.STG, rls) == "truefalse"
-    assert stg.sql(Tier.STG, "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_own_rows'") == "{app_app}"
-    assert "app_app_login login=true in={app_app}" in roles_on_server(stg)
-    assert "app_worker login=false in={}" in roles_on_server(stg)
+    own_rows = "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_own_rows'"
+    assert stg.sql(Tier.STG, own_rows) == "{app_stg_app}"
+    assert "app_stg_app_login login=true in={app_stg_app}" in roles_on_server(stg)
+    assert "app_stg_worker login=false in={}" in roles_on_server(stg)
     saved = min((stg.settings.backups_dir / "roles").iterdir())  # STG's state saved before the first run
     text = saved.read_text()
     assert "CREATE ROLE postgres" in text and "CREATE TABLE public.users" in text  # roles, then the schema
-    assert "TABLE public.users TO app_worker" not in text  # the state before db.roles: no table grant yet
+    assert "TABLE public.users TO app_stg_worker" not in text  # the state before db.roles: no table grant yet
     later = max((stg.settings.backups_dir / "roles").iterdir()).read_text()  # saved before the second run
-    assert "GRANT SELECT ON TABLE public.users TO app_worker;" in later
+    assert "GRANT SELECT ON TABLE public.users TO app_stg_worker;" in later
     for path in (saved, saved.parent, stg.settings.backups_dir):
         assert path.stat().st_mode & 0o077 == 0, path
 
@@ -139,7 +140,8 @@ def test_roles_again_changes_nothing(stg: Tiers) -> None:
 
 def test_dry_run_shows_the_difference_and_changes_nothing(tiers: Tiers) -> None:
     migrate(tiers, Tier.STG)
-    tiers.local.psql("postgres", "DROP ROLE IF EXISTS app_app_login, app_worker_login")  # roles of earlier tests
+    # roles of earlier tests
+    tiers.local.psql("postgres", "DROP ROLE IF EXISTS app_stg_app_login, app_stg_worker_login")
     before = grants(tiers, Tier.STG), roles_on_server(tiers)
     result = roles(tiers.settings, dry_run=True)
     assert result.code == 0, result.text
@@ -153,8 +155,8 @@ def test_doctor_reports_drift_and_db_roles_repairs_it(stg: Tiers) -> None:
     stg.sql(Tier.STG, f"GRANT DELETE ON users TO {WORKER}; REVOKE UPDATE ON tasks FROM {WORKER}")
     drift = finding(check_roles(stg.settings), Tier.STG, "match the ownership matrix")
     assert not drift.ok and not drift.required
-    assert "app_worker table public.users - DELETE" in drift.message
-    assert "app_worker table public.tasks + UPDATE" in drift.message
+    assert "app_stg_worker table public.users - DELETE" in drift.message
+    assert "app_stg_worker table public.tasks + UPDATE" in drift.message
     assert drift.fix == "invoke db.roles --env stg"
     assert roles(stg.settings).code == 0
     assert finding(check_roles(stg.settings), Tier.STG, "match the ownership matrix").ok
@@ -164,16 +166,16 @@ def test_doctor_reports_drift_and_db_roles_repairs_it(stg: Tiers) -> None:
 def test_a_component_role_that_owns_a_table_or_may_create_fails_the_doctor(stg: Tiers) -> None:
     stg.sql(Tier.STG, f"ALTER TABLE comments OWNER TO {WORKER}")
     owns = finding(check_roles(stg.settings), Tier.STG, "own nothing")
-    assert not owns.ok and owns.required and "app_worker: owns" in owns.message
+    assert not owns.ok and owns.required and "app_stg_worker: owns" in owns.message
     stg.sql(Tier.STG, f"ALTER TABLE comments OWNER TO {MIGRATOR}; GRANT CREATE ON SCHEMA public TO {APP}")
     creates = finding(check_roles(stg.settings), Tier.STG, "own nothing")
     assert not creates.ok and "may create in schema public" in creates.message
-    assert "app_app_login: may create in schema public" in creates.message  # through its group role
+    assert "app_stg_app_login: may create in schema public" in creates.message  # through its group role
     stg.sql(Tier.STG, f"REVOKE CREATE ON SCHEMA public FROM {APP}")
     stg.local.psql("postgres", f"ALTER ROLE {WORKER_LOGIN} CREATEROLE")
     try:
         powers = finding(check_roles(stg.settings), Tier.STG, "own nothing")
-        assert not powers.ok and "app_worker_login: is CREATEROLE" in powers.message
+        assert not powers.ok and "app_stg_worker_login: is CREATEROLE" in powers.message
         assert roles(stg.settings).code == 0  # db.roles takes the attribute away again
         assert finding(check_roles(stg.settings), Tier.STG, "own nothing").ok
     finally:
@@ -222,7 +224,7 @@ def test_login_passwords_come_from_the_tier_variable_and_never_show(tiers: Tiers
     assert "nothing to change" in roles(settings).text  # the same password: unchanged
     url = component_url(settings, Tier.STG, "worker")
     assert WORKER_LOGIN in url and secret in url
-    assert "app_app_login has no password from STG_APP_DATABASE_PASSWORD" in result.text
+    assert "app_stg_app_login has no password from STG_APP_DATABASE_PASSWORD" in result.text
     rotated = roles(settings.with_values(STG_WORKER_DATABASE_PASSWORD=secret + "x"))
     assert "password from STG_WORKER_DATABASE_PASSWORD" in rotated.text
     assert (
@@ -282,3 +284,36 @@ def test_a_change_the_server_refuses_is_one_line_and_nothing_is_kept(tiers: Tier
     assert result.code == 1 and "the server refused a change (" in result.text and "nothing was changed" in result.text
     assert "CREATEROLE" in result.text and "Traceback" not in result.text and "DB_TOOLS_DEBUG" not in result.text
     assert grants(tiers, Tier.INT) == before
+
+
+def test_two_tiers_on_one_server_never_share_or_touch_each_others_roles(tiers: Tiers) -> None:
+    """Roles are server-wide: STG's db.roles beside another tier (INT here; a STG beside PROD alike) makes
+    only app_stg_* roles, never changes the other tier's passwords or memberships, and reaches none of its
+    tables."""
+    for tier in (Tier.INT, Tier.STG):
+        migrate(tiers, tier)
+    int_settings = tiers.settings.with_values(
+        INT_APP_DATABASE_PASSWORD="int-App-1", INT_WORKER_DATABASE_PASSWORD="int-W-1"
+    )
+    assert roles(int_settings, "int").code == 0
+
+    def int_roles() -> str:
+        return tiers.local.psql(
+            "postgres",
+            "SELECT string_agg(rolname || ':' || coalesce(rolpassword, '') || ':' || ARRAY(SELECT g.rolname "
+            "FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid)::text, ',' "
+            "ORDER BY rolname) FROM pg_authid a WHERE rolname LIKE 'app\\_int\\_%' OR rolname = current_user",
+        )
+
+    before = int_roles()
+    stg_settings = tiers.settings.with_values(
+        STG_APP_DATABASE_PASSWORD="stg-App-2", STG_WORKER_DATABASE_PASSWORD="stg-W-2"
+    )
+    assert roles(stg_settings, "stg").code == 0
+    assert int_roles() == before  # INT's roles, their passwords and memberships: untouched
+    owner = "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class WHERE relname = 'users'"
+    assert tiers.sql(Tier.INT, owner) == "app_int_migrator" and tiers.sql(Tier.STG, owner) == "app_stg_migrator"
+    reach = "SELECT has_table_privilege('{}', 'users', 'SELECT')"
+    assert tiers.sql(Tier.INT, reach.format("app_stg_app")) == "f"
+    assert tiers.sql(Tier.INT, reach.format("app_stg_migrator")) == "f"
+    assert tiers.sql(Tier.STG, reach.format("app_int_worker")) == "f"

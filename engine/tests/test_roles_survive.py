@@ -16,7 +16,11 @@ from tests.support.setup import Tiers, robot, run
 from tests.test_refresh import fill
 from tests.test_roles import finding, grants, migrate
 
-COMPONENT_ROLES = ("app_app", "app_worker", "app_app_login", "app_worker_login")
+
+def component_roles(tier: Tier) -> tuple[str, ...]:
+    return tuple(f"app_{tier.value}_{r}" for r in ("app", "worker", "app_login", "worker_login"))
+
+
 TABLES = ("users", "projects", "tasks", "comments")
 
 
@@ -31,7 +35,8 @@ def ok(result) -> None:  # type: ignore[no-untyped-def]
 
 
 def privileges(tiers: Tiers, tier: Tier) -> str:
-    """What each component role may do on each table, and the row-level security flags: comparable across servers."""
+    """What each component role may do on each table, and the row-level security flags: comparable across servers
+    and tiers (each tier's roles carry its name: app_<tier>_app is written app_T_app)."""
     cells = " UNION ALL ".join(
         f"SELECT '{r} {t} ' || concat_ws(',', "
         + ", ".join(
@@ -39,7 +44,7 @@ def privileges(tiers: Tiers, tier: Tier) -> str:
             for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
         )
         + ") AS x"
-        for r in COMPONENT_ROLES
+        for r in component_roles(tier)
         for t in TABLES
     )
     rls = "SELECT relname || ' rls ' || relrowsecurity::text || relforcerowsecurity::text FROM pg_class "
@@ -48,9 +53,10 @@ def privileges(tiers: Tiers, tier: Tier) -> str:
         "SELECT 'policy ' || tablename || ' ' || policyname || ' ' || roles::text || ' ' || qual FROM pg_policies"
     )
     policies += " WHERE policyname = 'dbguard_own_rows'"
-    return tiers.sql(
+    found = tiers.sql(
         tier, f"SELECT string_agg(x, E'\\n' ORDER BY x) FROM ({cells} UNION ALL {rls} UNION ALL {policies}) s"
     )
+    return found.replace(f"app_{tier.value}_", "app_T_")
 
 
 @pytest.fixture
@@ -82,7 +88,7 @@ def no_drift(tiers: Tiers, tier: Tier) -> None:
 
 def test_a_stg_reset_keeps_the_grants_policies_and_database_grants(stg: Tiers) -> None:
     before, acl = grants(stg, Tier.STG), database_acl(stg, Tier.STG)
-    assert "team_analyst=c/" in acl and "app_worker=c/" in acl
+    assert "team_analyst=c/" in acl and "app_stg_worker=c/" in acl
     ok(run(stg.settings, "reset", "stg", robot(), lambda ctx: reset.reset_task(ctx, seed=False)))
     assert stg.local.psql(stg.names[Tier.STG] + "__previous", "SELECT 1") == "1"  # it really was swapped
     assert grants(stg, Tier.STG) == before
@@ -94,18 +100,18 @@ def test_an_int_reset_in_place_keeps_the_grants(tiers: Tiers) -> None:
     migrate(tiers, Tier.INT)
     apply_roles(tiers, Tier.INT)
     before, acl = privileges(tiers, Tier.INT), database_acl(tiers, Tier.INT)
-    assert "app_worker users SELECT\n" in before
+    assert "app_T_worker users SELECT\n" in before
     ok(run(tiers.settings, "reset", "int", robot(), lambda ctx: reset.reset_task(ctx, seed=False)))
     assert privileges(tiers, Tier.INT) == before and database_acl(tiers, Tier.INT) == acl
     owners = "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class WHERE relname IN "
-    assert tiers.sql(Tier.INT, owners + f"{TABLES!r}") == "app_migrator"
+    assert tiers.sql(Tier.INT, owners + f"{TABLES!r}") == "app_int_migrator"
     no_drift(tiers, Tier.INT)
 
 
 def test_a_reset_of_a_database_without_roles_adds_none(tiers: Tiers) -> None:
     migrate(tiers, Tier.STG)
     ok(run(tiers.settings, "reset", "stg", robot(), lambda ctx: reset.reset_task(ctx, seed=False)))
-    assert "app_migrator" not in grants(tiers, Tier.STG)
+    assert "app_stg_migrator" not in grants(tiers, Tier.STG)
 
 
 def test_restores_keep_the_grants(stg: Tiers) -> None:
@@ -127,7 +133,8 @@ def test_a_refresh_gives_stg_the_same_permissions_as_prod(tiers: Tiers) -> None:
     apply_roles(tiers, Tier.STG)
     before = privileges(tiers, Tier.STG)
     assert before == privileges(tiers, Tier.PROD)
-    assert "app_worker users SELECT\n" in before + "\n" and "app_app_login tasks SELECT,INSERT,UPDATE,DELETE" in before
+    assert "app_T_worker users SELECT\n" in before + "\n"
+    assert "app_T_app_login tasks SELECT,INSERT,UPDATE,DELETE" in before
     ok(run(tiers.settings, "refresh-staging", "stg", robot(), refresh_task))
     assert privileges(tiers, Tier.STG) == privileges(tiers, Tier.PROD) == before
     no_drift(tiers, Tier.STG)
@@ -143,7 +150,7 @@ def test_the_ladders_clone_of_stg_has_stgs_grants(stg: Tiers) -> None:
     source = clearance.db(CLONE)
     query = (
         "SELECT string_agg(format('%s %s %s', r, t, has_table_privilege(r, t, 'INSERT')), ', ' ORDER BY r, t) "
-        "FROM unnest(ARRAY['app_app', 'app_worker']) r, unnest(ARRAY['users', 'tasks']) t"
+        "FROM unnest(ARRAY['app_stg_app', 'app_stg_worker']) r, unnest(ARRAY['users', 'tasks']) t"
     )
     with _scratch_on(source, source.dbname, "ladder") as clone:
         _clone(stg.settings, source, clone)
@@ -153,5 +160,5 @@ def test_the_ladders_clone_of_stg_has_stgs_grants(stg: Tiers) -> None:
                 "SELECT roles::text FROM pg_policies WHERE policyname = 'dbguard_own_rows'"
             ).fetchone()
     assert row is not None and row[0] == stg.sql(Tier.STG, query)
-    assert "app_worker users f" in row[0] and "app_worker tasks t" in row[0]
-    assert policy == ("{app_app}",)
+    assert "app_stg_worker users f" in row[0] and "app_stg_worker tasks t" in row[0]
+    assert policy == ("{app_stg_app}",)

@@ -31,7 +31,12 @@ def process(tiers: Tiers, *ready_tiers: Tier, **environ: str) -> Settings:
     settings = tiers.settings
     for tier in ready_tiers:
         settings = ready(tiers, tier)
-    return replace(settings, environ=base_environ() | environ)
+    return replace(settings, environ=base_environ() | passwords(settings) | environ)
+
+
+def passwords(settings: Settings) -> dict[str, str]:
+    """The PROD login passwords the process was given in its real environment (the only place they are read)."""
+    return {k: v for k, v in settings.environ.items() if k.endswith("_DATABASE_PASSWORD")}
 
 
 def test_the_app_gets_its_tiers_database_with_one_badge_and_one_audit_line(tiers: Tiers) -> None:
@@ -67,7 +72,7 @@ def test_prod_opens_for_an_allowed_process_or_a_human_who_types_its_name(tiers: 
     db = open_app_database(settings=allowed, caller=robot(), out=output()[0])
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT current_database()")).scalar() == name
-    typed = replace(allowed, environ=base_environ() | {"USE_PROD_DATABASE": "1"})
+    typed = replace(allowed, environ=base_environ() | passwords(allowed) | {"USE_PROD_DATABASE": "1"})
     assert open_app_database(settings=typed, caller=human(name), out=output()[0]).tier is Tier.PROD
 
 

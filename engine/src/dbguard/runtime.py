@@ -97,7 +97,7 @@ def open_app_database(
         fix = f"invoke db.roles --env {ctx.tier.value} (it makes the component roles, their grants and passwords)"
         try:
             with login.connect() as conn:  # the role exists, its password works, it reaches the pinned database
-                managed = is_managed(conn, login.dbname, role_names(ctx.settings))
+                managed = is_managed(conn, login.dbname, role_names(ctx.settings, ctx.tier))
         except OpsError as exc:
             raise Refused(
                 f"the {component} component cannot connect as {login.user} on {login.describe()}: {exc.message}", fix

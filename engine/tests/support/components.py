@@ -6,6 +6,8 @@ no test changes it under another.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.schema import sa_connection, upgrade
 from dbguard.roles.apply import roles_task
@@ -17,10 +19,11 @@ LOGIN_PASSWORD = "component-Login-7c1d"
 
 
 def with_passwords(settings: Settings, components: tuple[str, ...] = ("app", "worker")) -> Settings:
-    """`settings` with <TIER>_<COMPONENT>_DATABASE_PASSWORD set for every tier and component."""
-    return settings.with_values(
-        **{f"{t.value.upper()}_{c.upper()}_DATABASE_PASSWORD": LOGIN_PASSWORD for t in Tier for c in components}
-    )
+    """`settings` with <TIER>_<COMPONENT>_DATABASE_PASSWORD set for every tier and component; PROD's in the
+    real environment too (the only place they are read from)."""
+    values = {f"{t.value.upper()}_{c.upper()}_DATABASE_PASSWORD": LOGIN_PASSWORD for t in Tier for c in components}
+    environ = {k: v for k, v in values.items() if k.startswith("PROD_")}
+    return replace(settings.with_values(**values), environ={**settings.environ, **environ})
 
 
 def ready(tiers: Tiers, tier: Tier) -> Settings:

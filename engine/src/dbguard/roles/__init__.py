@@ -1,6 +1,6 @@
 """Database roles from the ownership matrix (dbguard.ownership): one group role per component, a migrator.
 
-- `names`: the role names (`<app>_migrator`, `<app>_<component>`, `<app>_<component>_login`);
+- `names`: the role names (`<app>_<tier>_migrator`, `<app>_<tier>_<component>`, `<app>_<tier>_<component>_login`);
 - `state`: what the database's catalog says now (roles, owners, grants, default privileges, policies);
 - `plan`: the matrix as the state it asks for, and the difference as changes, each with its SQL;
 - `apply`: db.roles (show the difference, back up the role and grant state, apply only the difference)

@@ -51,9 +51,9 @@ MODELS_FIX = 'declare each table\'s owners in the models: __table_args__ = {"inf
 
 
 # -- what is wanted -----------------------------------------------------------------------------------
-def checked_matrix(settings: Settings) -> Wanted:
+def checked_matrix(settings: Settings, tier: Tier) -> Wanted:
     """The matrix of the app's models, refused when a table has no entry or names an unlisted component."""
-    names = role_names(settings)
+    names = role_names(settings, tier)
     metadata = settings.project.metadata
     absent = missing(metadata)
     if absent:
@@ -164,7 +164,7 @@ def save_role_state(settings: Settings, target: Cleared, tier: Tier) -> Path:
 def roles_task(ctx: TaskContext) -> int:
     """db.roles [--env T] [--dry-run]: the roles and grants of the matrix on this tier, the difference only."""
     settings, target, out, tier = ctx.settings, ctx.target, ctx.out, ctx.tier
-    base = checked_matrix(settings)
+    base = checked_matrix(settings, tier)
     reader = reader_of(settings, tier, target)
     names = base.names
     passwords = {}
@@ -231,10 +231,10 @@ def carry_roles(settings: Settings, tier: Tier, live: Target, conn: Connection, 
     replaces, or itself) has roles applied. Roles themselves are server-wide and stay as they are; a role
     that is missing is left to db.roles (said in one line). Runs in `conn`'s transaction; returns the number
     of changes made."""
-    if not is_managed(conn, live.dbname, role_names(settings)):
+    if not is_managed(conn, live.dbname, role_names(settings, tier)):
         return 0
     try:
-        base = checked_matrix(settings)
+        base = checked_matrix(settings, tier)
     except Refused as exc:  # the ladder and db.roles refuse it; a reset or restore goes on, and says so
         if out is not None:
             out.warn(f"grants not re-applied: {exc.message} -> {exc.fix}")

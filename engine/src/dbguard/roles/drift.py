@@ -13,6 +13,7 @@ from dbguard.errors import OpsError
 from dbguard.guard.config import Finding, all_targets
 from dbguard.guard.door import report_target
 from dbguard.guard.targets import Target
+from dbguard.guard.tiers import Tier
 from dbguard.ownership import bad_row_owners, missing, undeclared
 from dbguard.roles.apply import MODELS_FIX, checked_matrix, component_problems, is_managed, read, reader_of
 from dbguard.roles.names import role_names
@@ -55,10 +56,9 @@ def check_ownership(settings: Settings) -> list[Finding]:
 
 def check_roles(settings: Settings) -> list[Finding]:
     try:
-        base = checked_matrix(settings)
+        base = checked_matrix(settings, Tier.INT)
     except OpsError:
         return []  # check_ownership (or db.roles) says why
-    names = role_names(settings)
     found: list[Finding] = []
     for tier, target in all_targets(settings).items():
         if not isinstance(target, Target):
@@ -66,6 +66,7 @@ def check_roles(settings: Settings) -> list[Finding]:
         if target.embedded and not EmbeddedCluster.from_settings(settings).is_running():
             continue
         label = tier.value.upper()
+        names = role_names(settings, tier)
         wanted = Wanted(names, base.matrix, None, reader_of(settings, tier, target), parents=base.parents)
         try:
             with report_target(settings, target).connect(read_only=True, timeout=5) as conn:

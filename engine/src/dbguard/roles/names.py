@@ -1,8 +1,11 @@
 """The role names the ownership matrix turns into, one spelling for the whole engine.
 
-`<app>_migrator` owns the schema and the tables; `<app>_<component>` (NOLOGIN) holds exactly the
-matrix's privileges for one component; `<app>_<component>_login` (LOGIN) is what the component's
-process connects as, a member of its group role and nothing else. `<app>` is APP_NAME as an identifier.
+`<app>_<tier>_migrator` owns the schema and the tables; `<app>_<tier>_<component>` (NOLOGIN) holds exactly
+the matrix's privileges for one component; `<app>_<tier>_<component>_login` (LOGIN) is what the
+component's process connects as, a member of its group role and nothing else. `<app>` is APP_NAME as an
+identifier. Roles are server-wide, so the tier is part of every name: where two tiers share a server (INT
+and STG on the embedded cluster, the stand-in PROD beside them, or a STG next to PROD), db.roles on one
+tier never touches the roles, memberships or passwords that own or reach the other's tables.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dbguard.guard.tiers import Tier
 from dbguard.settings import Settings
 
 POLICY_PREFIX = "dbguard_"  # row-level security policies db.roles makes (others are the app's own)
@@ -37,16 +41,21 @@ def identifier(text: str) -> str:
 class RoleNames:
     app: str
     components: tuple[str, ...]
+    tier: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.app}_{self.tier}"
 
     @property
     def migrator(self) -> str:
-        return f"{self.app}_migrator"
+        return f"{self.prefix}_migrator"
 
     def group(self, component: str) -> str:
-        return f"{self.app}_{component}"
+        return f"{self.prefix}_{component}"
 
     def login(self, component: str) -> str:
-        return f"{self.app}_{component}_login"
+        return f"{self.prefix}_{component}_login"
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -61,5 +70,5 @@ class RoleNames:
         return self.groups + self.logins
 
 
-def role_names(settings: Settings) -> RoleNames:
-    return RoleNames(identifier(settings.app_name), settings.project.components)
+def role_names(settings: Settings, tier: Tier) -> RoleNames:
+    return RoleNames(identifier(settings.app_name), settings.project.components, tier.value)

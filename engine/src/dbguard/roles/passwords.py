@@ -1,7 +1,8 @@
 """Each component's login password, from the tier's secret source; never printed, never on a command line.
 
 - `<TIER>_<COMPONENT>_DATABASE_PASSWORD` (e.g. STG_WORKER_DATABASE_PASSWORD) from the environment or
-  `.env` (git-ignored), for a tier with a URL of its own;
+  `.env` (git-ignored), for a tier with a URL of its own; PROD's from the real environment only (a
+  secret manager's), never `.env`: whoever can read a file on a laptop must not get PROD write access;
 - the embedded default cluster (no URL for the tier): a password generated once and kept in the
   git-ignored private state folder (`.local/role-passwords/<role>`, mode 0600, its folder 0700). The
   tiers of one embedded cluster share its login roles, and so their passwords.
@@ -26,8 +27,8 @@ def password_variable(tier: Tier, component: str) -> str:
     return f"{tier.value.upper()}_{component.upper()}_DATABASE_PASSWORD"
 
 
-def password_file(settings: Settings, component: str) -> Path:
-    return settings.root / STATE_FOLDER / role_names(settings).login(component)
+def password_file(settings: Settings, tier: Tier, component: str) -> Path:
+    return settings.root / STATE_FOLDER / role_names(settings, tier).login(component)
 
 
 def source_of(settings: Settings, tier: Tier, component: str, *, embedded: bool) -> str:
@@ -35,7 +36,7 @@ def source_of(settings: Settings, tier: Tier, component: str, *, embedded: bool)
     variable = password_variable(tier, component)
     if settings.values.get(variable) or not embedded:
         return variable
-    return str(password_file(settings, component).relative_to(settings.root))
+    return str(password_file(settings, tier, component).relative_to(settings.root))
 
 
 def component_password(settings: Settings, tier: Tier, component: str, *, embedded: bool) -> str | None:
@@ -44,12 +45,18 @@ def component_password(settings: Settings, tier: Tier, component: str, *, embedd
     For the embedded cluster one is generated on first use and kept (0600) in the private state folder."""
     variable = password_variable(tier, component)
     value = settings.values.get(variable, "")
+    if value and tier is Tier.PROD and not embedded and not settings.environ.get(variable):
+        raise Refused(
+            f"{variable} is set in {settings.env_file.name}: PROD's login passwords are read from the real "
+            "environment only",
+            f"remove it from {settings.env_file} and give the process {variable} from your secret manager",
+        )
     if value:
         remember_secret(value)
         return value
     if not embedded:
         return None
-    path = password_file(settings, component)
+    path = password_file(settings, tier, component)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path.parent, 0o700)

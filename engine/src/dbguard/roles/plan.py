@@ -2,7 +2,7 @@
 
 What must hold after every change of a plan is applied: reading the state again yields an empty plan
 (re-running changes nothing), and
-- `<app>_migrator` owns each schema holding a matrix table and each such table (with its sequences);
+- `<app>_<tier>_migrator` owns each schema holding a matrix table and each such table (with its sequences);
 - each component's group role holds, on each table, exactly the matrix's privileges (SELECT for a
   reader; SELECT, INSERT, UPDATE, DELETE for a writer), USAGE and SELECT on the sequences of the
   tables it writes, USAGE on the schemas it uses, CONNECT on the database, and nothing else: no CREATE

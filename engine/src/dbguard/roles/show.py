@@ -36,7 +36,7 @@ def as_markdown(metadata: MetaData) -> str:
 def ownership_task(ctx: TaskContext, *, markdown: bool = False) -> int:
     settings, out = ctx.settings, ctx.out
     metadata = settings.project.metadata
-    names = role_names(settings)
+    names = role_names(settings, ctx.tier)
     if markdown:
         out.console.print(as_markdown(metadata), end="", markup=False, highlight=False, soft_wrap=True)
     else:

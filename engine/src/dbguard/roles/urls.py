@@ -13,7 +13,7 @@ from dbguard.settings import Settings
 
 def component_target(settings: Settings, tier: Tier, component: str) -> Target:
     """The tier's server and database, as `<app>_<component>_login` with the tier's password for it."""
-    names = role_names(settings)
+    names = role_names(settings, tier)
     if component not in names.components:
         raise Refused(
             f"'{component}' is not one of the components ({', '.join(names.components)})",
