@@ -445,3 +445,49 @@ def test_shapes_uuid_keys_a_cycle_no_primary_key_partitions_and_a_second_schema(
     ):
         q = query.replace("$U", f"(SELECT id FROM users WHERE email = '{old}')")
         assert tiers.sql(Tier.INT, q) == tiers.sql(Tier.STG, q), query
+
+
+def test_raw_from_prod_is_a_humans_choice_and_keeps_other_people_sanitized(tiers: Tiers, tmp_path: Path) -> None:
+    """--raw at a terminal: the user's own rows as they are, every other person's still sanitized; an agent at a
+    terminal without consent is refused; the raw file taken into STG asks a human again."""
+    from dbguard.transfer.export import export_task
+    from dbguard.transfer.import_user import import_task
+
+    from tests.support.setup import human, run
+
+    fill(tiers, Tier.PROD, seed_value=41)
+    uid, email = busiest_user(tiers, Tier.PROD)
+    prod = tiers.names[Tier.PROD]
+    out = tmp_path / "raw.tar"
+
+    def export(ctx):  # type: ignore[no-untyped-def]
+        return export_task(ctx, user=email, out=str(out), raw=True)
+
+    agent = run(tiers.settings, "export-user", "prod", human(prod, agent="cursor-agent"), export)
+    assert agent.code == 2 and "automated agent" in agent.text and not out.exists()
+    wrong = run(tiers.settings, "export-user", "prod", human("not-the-name"), export)
+    assert wrong.code == 2 and not out.exists()
+    done = run(tiers.settings, "export-user", "prod", human(prod), export)
+    assert done.code == 0, done.text
+    data = texts_of(out)
+    own = tiers.sql(Tier.PROD, f"SELECT email || chr(10) || full_name || chr(10) || phone FROM users WHERE id = {uid}")
+    assert all(value.encode() in data for value in own.splitlines())  # the user's own row, as it is
+    others = tiers.sql(
+        Tier.PROD, f"SELECT string_agg(email || chr(10) || phone, chr(10)) FROM users WHERE id <> {uid}"
+    ).splitlines()
+    assert others and not [p for p in others if p.encode() in data]  # nobody else's
+    with tarfile.open(out) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest["sanitized"] == "own rows raw" and manifest["user"] == email
+
+    fill(tiers, Tier.STG, seed_value=42)
+
+    def load(ctx):  # type: ignore[no-untyped-def]
+        return import_task(ctx, from_=str(out), as_="raw.copy@example.com")
+
+    scripted = run(tiers.settings, "import-user", "stg", None, load)
+    assert scripted.code == 2 and "interactive terminal" in scripted.text
+    assert tiers.sql(Tier.STG, "SELECT count(*) FROM users WHERE email = 'raw.copy@example.com'") == "0"
+    typed = run(tiers.settings, "import-user", "stg", human(tiers.names[Tier.STG]), load)
+    assert typed.code == 0, typed.text
+    assert tiers.sql(Tier.STG, "SELECT count(*) FROM users WHERE email = 'raw.copy@example.com'") == "1"
