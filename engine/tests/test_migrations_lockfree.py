@@ -244,6 +244,35 @@ def test_a_lock_that_never_comes_fails_with_where_the_database_is(app: Settings,
     assert revision_of(tiers, Tier.INT) == "0003"
 
 
+def test_a_revision_that_stepped_outside_its_transaction_is_never_tried_again(app: Settings, tiers: Tiers) -> None:
+    """Its autocommit block committed before the lock timeout: a retry would run the block twice."""
+    at(app, tiers, Tier.INT, "0001")
+    fill_orders(tiers, Tier.INT, 3)
+    at(app, tiers, Tier.INT, HEAD)
+    before = tiers.sql(Tier.INT, "SELECT sum(total_cents) FROM orders")
+    settings = app.with_values(MIGRATION_LOCK_TIMEOUT="300ms", MIGRATION_LOCK_RETRIES="3")
+    add_revision(
+        settings,
+        "0010",
+        HEAD,
+        """
+with op.get_context().autocommit_block():
+    op.execute("UPDATE orders SET total_cents = total_cents + 1")
+op.execute("ALTER TABLE orders ADD COLUMN note text")
+""",
+    )
+    with psycopg.connect(tiers.owner_url(Tier.INT)) as conn:
+        conn.execute("LOCK TABLE orders IN ACCESS SHARE MODE")  # the ALTER waits; the UPDATE does not
+        result = migrate_to(settings, "int")
+    assert result.code == 1, result.text
+    assert "revision 0010, which steps outside its transaction (autocommit_block)" in result.text
+    assert "so it is not tried again" in result.text and "make it safe to run twice" in result.text
+    assert "trying again" not in result.text and "Traceback" not in result.text
+    after = tiers.sql(Tier.INT, "SELECT sum(total_cents) FROM orders")
+    assert int(after) == int(before) + 3  # the block ran once: one cent more on each of the three orders
+    assert revision_of(tiers, Tier.INT) == HEAD
+
+
 # -- a concurrent build that fails ------------------------------------------------------------------------
 DUPLICATES = """
 with op.get_context().autocommit_block():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic import command
@@ -31,11 +32,18 @@ from sqlalchemy import MetaData
 from dbguard.errors import Failed, OpsError
 from dbguard.guard.connect import Connection
 from dbguard.guard.connect import sa_connection as sa_connection  # noqa: PLC0414 -- for tests and scripts only
-from dbguard.migrations.history import alembic_config, current_revision, invalid_index_note, invalid_indexes
+from dbguard.migrations.history import (
+    alembic_config,
+    current_revision,
+    invalid_index_note,
+    invalid_indexes,
+    script_directory,
+)
 from dbguard.settings import Settings
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext
+    from alembic.script import Script
 
     from dbguard.cli.console import Output
     from dbguard.guard.cleared import Cleared
@@ -131,9 +139,11 @@ def apply(settings: Settings, target: Cleared, what: str, run: Callable[[SAConne
     """Run Alembic (`run`, e.g. an upgrade to head) on `target` in its own transactions (the module's opening).
 
     A revision that could not take its lock within lock_timeout is tried again, MIGRATION_LOCK_RETRIES
-    times, from wherever the database then is (what was committed stays, the rest was rolled back). Any
-    other failure, or the last lock timeout, is one Failed line: what broke, the revision the database is
-    at now, the INVALID indexes left behind, and the command that recovers.
+    times, from wherever the database then is (what was committed stays, the rest was rolled back) -- but
+    never a revision that steps outside its transaction (an autocommit block): what its block did is
+    committed, and running it again would do it twice. Any other failure, or the last lock timeout, is one
+    Failed line: what broke, the revision the database is at now, the INVALID indexes left behind, and
+    the command that recovers.
     """
     tries = 1 + int(settings.get("MIGRATION_LOCK_RETRIES") or 0)
     for attempt in range(1, tries + 1):
@@ -144,6 +154,16 @@ def apply(settings: Settings, target: Cleared, what: str, run: Callable[[SAConne
         except OpsError:
             raise
         except Exception as exc:
+            down = "downgrade" in what
+            outside = steps_outside(settings, target, down) if sqlstate(exc) == LOCK_NOT_AVAILABLE else None
+            if outside:
+                env = target.tier.value
+                raise Failed(
+                    f"{what} failed: a table stayed locked beyond lock_timeout in revision {outside}, which steps "
+                    f"outside its transaction (autocommit_block): what its block did is committed, so it is not "
+                    f"tried again; '{target.dbname}' is at {_now(target) or 'base'}",
+                    f"check what the block changed, make it safe to run twice, then invoke db.migrate --env {env}",
+                ) from None
             if sqlstate(exc) == LOCK_NOT_AVAILABLE and attempt < tries:
                 out.warn(
                     f"a table stayed busy beyond lock_timeout={settings.get('MIGRATION_LOCK_TIMEOUT')} "
@@ -152,6 +172,37 @@ def apply(settings: Settings, target: Cleared, what: str, run: Callable[[SAConne
                 time.sleep(min(attempt, 5))
                 continue
             raise failure(target, exc, what, tries if sqlstate(exc) == LOCK_NOT_AVAILABLE else 0) from None
+
+
+def _now(target: Cleared) -> str | None:
+    try:
+        with target.connect(read_only=True) as conn:
+            return current_revision(conn)
+    except OpsError:
+        return "?"
+
+
+def steps_outside(settings: Settings, target: Cleared, downgrade: bool) -> str | None:
+    """The revision that failed, when it has an autocommit block: the one above where the database is
+    (an upgrade; any of them, on branches) or the one it is at (a downgrade); None otherwise."""
+    now = _now(target)
+    if now == "?":
+        return None
+
+    def below(rev: Script) -> tuple[str, ...]:
+        down = rev.down_revision
+        return (down,) if isinstance(down, str) else tuple(down or ())
+
+    revisions = list(script_directory(settings).walk_revisions())
+    if downgrade:
+        near = [r for r in revisions if r.revision == now]
+    else:
+        near = [r for r in revisions if (now in below(r) if now else not below(r))]
+    for rev in near:
+        path = Path(rev.path)
+        if path.is_file() and "autocommit_block" in path.read_text(encoding="utf-8", errors="replace"):
+            return rev.revision
+    return None
 
 
 def error_line(exc: BaseException) -> str:
