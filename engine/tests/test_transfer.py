@@ -491,3 +491,55 @@ def test_raw_from_prod_is_a_humans_choice_and_keeps_other_people_sanitized(tiers
     typed = run(tiers.settings, "import-user", "stg", human(tiers.names[Tier.STG]), load)
     assert typed.code == 0, typed.text
     assert tiers.sql(Tier.STG, "SELECT count(*) FROM users WHERE email = 'raw.copy@example.com'") == "1"
+
+
+def test_a_large_slice_read_on_two_connections_is_the_same_snapshot(
+    stg_and_int: Tiers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From PARALLEL_FROM rows the slice is read on a second connection that imports the first's snapshot: the
+    same rows as one connection reads, even when a row is changed in between (the snapshot, not the table)."""
+    import dbguard.transfer.export as export_module
+    from dbguard.transfer.export import export_task
+
+    from tests.support.setup import run
+
+    tiers = stg_and_int
+    _, email = busiest_user(tiers, Tier.STG)
+
+    def rows(path: Path) -> dict[str, list[bytes]]:
+        with tarfile.open(path) as tar:
+            return {
+                m.name.split(".", 1)[1]: sorted(tar.extractfile(m).read().splitlines())  # type: ignore[union-attr]
+                for m in tar.getmembers()
+                if m.name.startswith("data/")
+            }
+
+    files = {}
+    for name, parallel_from in (("one", 10**9), ("two", 1)):
+        monkeypatch.setattr(export_module, "PARALLEL_FROM", parallel_from)
+        files[name] = tmp_path / f"{name}.tar"
+        original = export_module.Export.walk
+
+        def walk_then_change(self, key, original=original):  # type: ignore[no-untyped-def]
+            original(self, key)  # a write lands between the walk and the reading of the rows
+            tiers.sql(
+                Tier.STG,
+                "UPDATE comments SET body = body || ' [changed]'; UPDATE tasks SET title = title || ' [changed]'",
+            )
+
+        monkeypatch.setattr(export_module.Export, "walk", walk_then_change)
+        result = run(
+            tiers.settings,
+            "export-user",
+            "stg",
+            None,
+            lambda ctx, out=files[name]: export_task(ctx, user=email, out=str(out), raw=False),
+        )
+        assert result.code == 0, result.text
+        tiers.sql(  # the same rows again for the next round
+            Tier.STG,
+            "UPDATE comments SET body = replace(body, ' [changed]', ''); "
+            "UPDATE tasks SET title = replace(title, ' [changed]', '')",
+        )
+    assert rows(files["one"]) == rows(files["two"])
+    assert b"[changed]" not in texts_of(files["two"])

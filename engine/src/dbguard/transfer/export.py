@@ -18,7 +18,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from dbguard.transfer.manifest import TableData, decode_field, split_lines, writ
 from dbguard.transfer.slice import Graph, TableInfo, UserTable, app_schemas, read_graph, row_owners
 
 BATCH = 50_000  # key values per query
+PARALLEL_FROM = 20_000  # rows in a slice from which it is read on two connections
 # every session that writes or compares COPY text: the same text for the same value on any server
 SESSION = (
     "SET TIME ZONE 'UTC'",
@@ -179,20 +181,22 @@ class Export:
             self.parts[table] = Part(info, keycols, len(named))
         return self.parts[table]
 
-    def select(self, info: TableInfo, where: sql.Composable, *, own: bool) -> bytes:
+    def select(self, info: TableInfo, where: sql.Composable, *, own: bool, conn: Connection | None = None) -> bytes:
         """The rows of `info` that `where` picks, as COPY text; sanitized unless they are the user's own under
         --raw (an owned row pointing at another user counts as that person's, and stays sanitized)."""
+        conn = conn or self.conn
         columns = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns)
         if self.rules is None:
-            return self.copy_out(sql.SQL("SELECT {} FROM {} WHERE {}").format(columns, info.source, where))
+            return self.copy_out(sql.SQL("SELECT {} FROM {} WHERE {}").format(columns, info.source, where), conn)
         masked: sql.Composable = sanitized_select(info.live, self.rules[info.name])
         if info.partitioned:  # the masking SELECT reads FROM ONLY the table; a partitioned one's rows are elsewhere
             masked = sql.SQL(masked.as_string(self.conn).replace(" FROM ONLY ", " FROM ", 1))
         if not (own and self.raw_own):
-            return self.copy_out(sql.SQL("{} WHERE {}").format(masked, where))
+            return self.copy_out(sql.SQL("{} WHERE {}").format(masked, where), conn)
         mine = self.only_this_user(info)
         plain = sql.SQL("SELECT {} FROM {} WHERE ({}) AND {}").format(columns, info.source, where, mine)
-        return self.copy_out(plain) + self.copy_out(sql.SQL("{} WHERE ({}) AND NOT {}").format(masked, where, mine))
+        others = sql.SQL("{} WHERE ({}) AND NOT {}").format(masked, where, mine)
+        return self.copy_out(plain, conn) + self.copy_out(others, conn)
 
     def only_this_user(self, info: TableInfo) -> sql.Composable:
         user_pk = self.graph.table(self.users.table).primary_key[0]
@@ -208,9 +212,9 @@ class Export:
             checks.append(sql.SQL("t.{} = {}").format(sql.Identifier(user_pk), sql.Literal(self.root_key)))
         return sql.SQL("({})").format(sql.SQL(" AND ").join(checks))
 
-    def copy_out(self, query: sql.Composable) -> bytes:
+    def copy_out(self, query: sql.Composable, conn: Connection) -> bytes:
         self.queries += 1
-        with self.conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
+        with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
             return b"".join([bytes(chunk) for chunk in copy])
 
     def fetch(self, table: str, asks: list[tuple[tuple[str, ...], set[Keys]]], *, owned: bool) -> list[Keys]:
@@ -303,18 +307,47 @@ class Export:
                         asks.setdefault(fk.parent, []).append((fk.parent_columns, values))
             fresh = {t: new for t, a in asks.items() if (new := self.fetch(t, a, owned=False))}
 
-    def collect(self) -> None:
-        """Every row the walk named, read in the same snapshot by its identity (sanitized from PROD)."""
+    def collect(self, second: Callable[[], Connection] | None = None) -> None:
+        """Every row the walk named, read in the same snapshot by its identity (sanitized from PROD).
+
+        A large slice is read on two connections at once: `second` opens the other one, which imports this
+        transaction's snapshot (pg_export_snapshot), so both read the same moment."""
+        jobs = [
+            (part, role, list(taken)[start : start + BATCH])
+            for part in self.parts.values()
+            for role, taken in (("owned", part.owned), ("reference", part.reference))
+            for start in range(0, len(taken), BATCH)
+        ]
+        jobs.sort(key=lambda job: -len(job[2]))
+        read: dict[tuple[str, str], list[bytes]] = {}
+
+        def run(share: list[tuple[Part, str, list[Keys]]], conn: Connection) -> None:
+            for part, role, names in share:
+                data = self.select(part.info, part.named(names), own=role == "owned", conn=conn)
+                read.setdefault((part.info.name, role), []).append(data)
+
+        total = sum(len(names) for _, _, names in jobs)
+        if second is None or total < PARALLEL_FROM or len(jobs) < 2:
+            run(jobs, self.conn)
+        else:
+            row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert row is not None
+            mine: list[tuple[Part, str, list[Keys]]] = []
+            theirs: list[tuple[Part, str, list[Keys]]] = []
+            for job in jobs:  # the largest first, each to the lighter side
+                side = mine if sum(len(j[2]) for j in mine) <= sum(len(j[2]) for j in theirs) else theirs
+                side.append(job)
+            with second() as other, ThreadPoolExecutor(1, thread_name_prefix="export") as pool:
+                other.isolation_level = IsolationLevel.REPEATABLE_READ
+                other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(row[0]))))
+                for statement in SESSION:
+                    other.execute(statement)
+                done = pool.submit(run, theirs, other)
+                run(mine, self.conn)
+                done.result()
         for part in self.parts.values():
             for role, taken in (("owned", part.owned), ("reference", part.reference)):
-                if not taken:
-                    continue
-                names = list(taken)
-                chunks = [
-                    self.select(part.info, part.named(names[start : start + BATCH]), own=role == "owned")
-                    for start in range(0, len(names), BATCH)
-                ]
-                part.data[role] = b"".join(chunks)
+                part.data[role] = b"".join(read.get((part.info.name, role), []))
                 got = part.data[role].count(b"\n")
                 if got != len(taken):
                     raise Failed(
@@ -354,7 +387,8 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
     users = UserTable.of(settings)
     key = SanitizeKey.of(settings) if sanitize else None
     began = time.monotonic()
-    with source.connect(read_only=True, options=key.options if key else "") as conn:
+    options = key.options if key else ""
+    with source.connect(read_only=True, options=options) as conn:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         for statement in SESSION:
             conn.execute(statement)
@@ -370,7 +404,7 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
         run = Export(conn, graph, users, rules, raw_own=raw and sanitize, row_owners=row_owners(settings))
         with gc_paused():
             run.walk(user)
-            run.collect()
+            run.collect(lambda: source.connect(read_only=True, options=options))
         conn.rollback()
     parts = [p for p in run.parts.values() if p.owned or p.reference]
     exported_key = exported_user_key(run)
