@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,33 @@ def test_up_and_down_tasks(project: Path) -> None:
     finally:
         down = invoke_cli("db.down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
+
+
+def test_a_wrong_embedded_folder_is_never_emptied(project: Path, tmp_path: Path) -> None:
+    """EMBEDDED_PG_DIR pointed at someone's folder with a data/ in it: refused, nothing deleted; a half-made
+    cluster of our own (initdb killed after it started) is still cleaned up and made again."""
+    victim = tmp_path / "victim"
+    (victim / "data").mkdir(parents=True)
+    (victim / "data" / "app.sqlite3").write_bytes(b"precious")
+    env = state_values(project) | {"EMBEDDED_PG_DIR": str(victim), "EMBEDDED_PG_PORT": "54394"}
+    proc = invoke_cli("db.up", env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{victim / 'data'} holds files the tools did not make" in proc.stderr
+    assert "point EMBEDDED_PG_DIR at a new or empty folder" in proc.stderr
+    assert (victim / "data" / "app.sqlite3").read_bytes() == b"precious"
+    ours = Path(tempfile.mkdtemp(prefix="pgtest-ours-", dir="/var/tmp"))  # reachable by the server's user
+    try:
+        (ours / "data").mkdir()
+        (ours / "data" / "PG_VERSION").write_text("15\n")  # what a killed initdb leaves
+        (ours / ".initdb-started").write_text("initdb started\n")
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(ours, owner.pw_uid, owner.pw_gid)
+        cluster = EmbeddedCluster.from_settings(make_settings(project, EMBEDDED_PG_DIR=str(ours)))
+        assert cluster.initialise() and cluster.is_initialized()
+        assert (ours / "data" / "postgresql.conf").is_file()
+    finally:
+        shutil.rmtree(ours, ignore_errors=True)
 
 
 def test_no_binaries_and_no_urls_says_the_ways_out(project: Path, tmp_path: Path) -> None:

