@@ -1,15 +1,17 @@
 """db.export-user: one user's foreign-key closed slice, read in one snapshot, written to one private file.
 
 What must always hold:
-- one snapshot: every read is one REPEATABLE READ, READ ONLY transaction on one connection, so the
-  slice is of one moment even while the source takes writes; PROD is opened read-only by the guard;
+- one snapshot: every read is in one REPEATABLE READ, READ ONLY transaction (a second connection that
+  reads a large slice's rows imports its snapshot), so the slice is of one moment even while the source
+  takes writes; PROD is opened read-only by the guard;
 - the slice is closed (dbguard.transfer.slice): every row in the file finds every row it references
   in the file too;
 - from PROD nothing personal leaves the server unsanitized: rows are selected through the same
   masking expressions as db.refresh-staging (refresh/rules.py, refresh/expressions.py: the same
   policy, the same salt, so a co-worker's fake email here is their fake email in a refreshed STG),
-  strict coverage included. `--raw` keeps the user's own rows as they are; it is allowed only to a
-  human at a terminal (policy row 'export-raw'), and even then other people's rows stay sanitized.
+  strict coverage and the rules' constraint checks (refresh/constraints.py) included. `--raw` keeps the
+  user's own rows as they are; it is allowed only to a human at a terminal (policy row 'export-raw'),
+  and even then other people's rows stay sanitized.
   INT and STG hold no real people: their rows are exported as they are.
 """
 
@@ -36,6 +38,7 @@ from dbguard.guard.connect import Connection
 from dbguard.guard.door import authorize_step
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision
+from dbguard.refresh.constraints import constraint_conflicts, require_kept
 from dbguard.refresh.expressions import SanitizeKey, sanitized_select
 from dbguard.refresh.rules import MaskRule, check_coverage, live_schema, load_policy, require_coverage
 from dbguard.reports.status import human_size
@@ -396,8 +399,10 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
         users.check(graph)
         rules = None
         if sanitize:
-            coverage = check_coverage(load_policy(settings), live_schema(conn, app_schemas(conn)))
+            live = live_schema(conn, app_schemas(conn))
+            coverage = check_coverage(load_policy(settings), live)
             require_coverage(coverage)
+            require_kept(constraint_conflicts(source, live, coverage), ctx.out)  # the refresh's own checks
             rules = coverage.rules
             require_kept_keys(graph, rules)
         revision = current_revision(conn)
