@@ -543,3 +543,29 @@ def test_a_large_slice_read_on_two_connections_is_the_same_snapshot(
         )
     assert rows(files["one"]) == rows(files["two"])
     assert b"[changed]" not in texts_of(files["two"])
+
+
+def test_into_prod_a_human_types_its_name_and_prod_is_backed_up_first(stg_and_int: Tiers, tmp_path: Path) -> None:
+    from dbguard.transfer.import_user import import_task
+
+    from tests.support.setup import human, run
+
+    tiers = stg_and_int
+    env = env_for(tiers, tmp_path)
+    _, email = busiest_user(tiers, Tier.STG)
+    out = tmp_path / "user.tar"
+    nobody = invoke_cli("db.export-user", "--env", "stg", "--user", "nobody@example.com", env=env)
+    assert nobody.returncode == 2 and "no user with email = 'nobody@example.com'" in nobody.stderr
+    assert invoke_cli("db.export-user", "--env", "stg", "--user", email, "--out", str(out), env=env).returncode == 0
+    fill(tiers, Tier.PROD, seed_value=41)
+    prod = tiers.names[Tier.PROD]
+
+    def load(ctx):  # type: ignore[no-untyped-def]
+        return import_task(ctx, from_=str(out), as_="support.copy@example.com")
+
+    script = invoke_cli("db.import-user", "--env", "prod", "--from", str(out), "--as", "x@example.com", env=env)
+    assert script.returncode == 2 and f"--confirm {prod}" in script.stderr
+    done = run(tiers.settings, "import-user", "prod", human(prod), load)
+    assert done.code == 0, done.text
+    assert len(list((tmp_path / "backups").glob("prod-*.dump"))) == 1  # PROD's dump came first
+    assert tiers.sql(Tier.PROD, "SELECT count(*) FROM users WHERE email = 'support.copy@example.com'") == "1"
