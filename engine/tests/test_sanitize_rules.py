@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from dbguard.errors import Refused
-from dbguard.refresh.rules import LiveColumn, LiveTable, MaskRule, Policy, check_coverage
+from dbguard.refresh.rules import LiveColumn, LiveTable, MaskRule, Policy, check_coverage, load_policy
 from dbguard.refresh.safe_sql import render
+
+from tests.support.setup import make_settings
 
 
 @pytest.mark.parametrize(
@@ -64,3 +68,28 @@ def test_a_rule_may_name_only_its_own_tables_columns() -> None:
     policy = Policy({("public", "audit_events"): {"id": MaskRule.parse("sql:id + secret_column", "audit_events.id")}})
     with pytest.raises(Refused, match=r"names secret_column, not a column of public\.audit_events"):
         check_coverage(policy, [table])
+
+
+@pytest.mark.parametrize(
+    "text, refusal",
+    [
+        ('[tables.users]\nemail = "keep"\n', "would keep the value of users.email"),
+        ('[tables.users]\nphone = "sql:full_name"\n', "would read full_name into users.phone"),
+        ('[tables.projects]\nname = "sql:left(description, 20)"\n', "would read description into projects.name"),
+    ],
+)
+def test_a_policy_file_may_not_weaken_a_class_the_models_declare(tmp_path: Path, text: str, refusal: str) -> None:
+    """SANITIZE_POLICY may come from a .env an agent can write: only the models can call a column not personal."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(text)
+    with pytest.raises(Refused) as exc:
+        load_policy(make_settings(tmp_path, SANITIZE_POLICY=str(policy)))
+    assert refusal in exc.value.message and "may not weaken a declared class" in exc.value.message
+    assert "PII.NONE in the models" in (exc.value.fix or "")
+
+
+def test_a_policy_file_may_still_mask_a_declared_column_its_own_way(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[tables.users]\nemail = "fixed:someone@example.com"\nfull_name = "sql:\'Person \' || id"\n')
+    rules = load_policy(make_settings(tmp_path, SANITIZE_POLICY=str(policy))).tables[("public", "users")]
+    assert str(rules["email"]) == "fixed:someone@example.com" and rules["full_name"].kind == "sql"

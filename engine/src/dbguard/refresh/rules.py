@@ -114,20 +114,27 @@ def _split(name: str) -> tuple[str, str]:
 
 def load_policy(settings: Settings) -> Policy:
     policy = Policy()
+    declared: dict[tuple[str, str], dict[str, PII]] = {}
     for table in settings.project.metadata.sorted_tables:
         rules = {}
         for column in table.columns:
             pii = pii_of(column)
             if pii is not None:
                 rules[column.name] = MaskRule.parse(FROM_PII[pii], f"{table.name}.{column.name}")
+                if pii is not PII.NONE:
+                    declared.setdefault((table.schema or "public", table.name), {})[column.name] = pii
         policy.tables[(table.schema or "public", table.name)] = rules
     path = settings.sanitize_policy_file
     if path.exists():
-        _merge_file(policy, path)
+        _merge_file(policy, path, declared)
     return policy
 
 
-def _merge_file(policy: Policy, path: Path) -> None:
+def _merge_file(policy: Policy, path: Path, declared: dict[tuple[str, str], dict[str, PII]]) -> None:
+    """The file's rules over the models' classes. It may change how a column the models declare personal is
+    masked, never let its value (or another personal column's) through: `keep`, or a `sql:` rule reading a
+    declared column, is refused -- the file may come from SANITIZE_POLICY in a `.env`, the models are code
+    that is reviewed, so only the models can say a column is not personal (PII.NONE)."""
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -135,8 +142,21 @@ def _merge_file(policy: Policy, path: Path) -> None:
     for name, columns in dict(data.get("tables", {})).items():
         key = _split(name)
         rules = policy.tables.setdefault(key, {})
+        personal = declared.get(key, {})
         for column, text in dict(columns).items():
-            rules[column] = MaskRule.parse(str(text), f"{name}.{column} in {path.name}")
+            rule = MaskRule.parse(str(text), f"{name}.{column} in {path.name}")
+            reads = (rule.expression.columns() if rule.expression is not None else set()) & set(personal)
+            if reads or (column in personal and rule.kind == "keep"):
+                bad = sorted(reads) if reads else [column]
+                what = f"read {', '.join(bad)} into" if reads else "keep the value of"
+                classes = ", ".join(f"{c}: PII.{personal[c].name}" for c in bad)
+                raise Refused(
+                    f"{path.name} would {what} {name}.{column}, declared personal in the models ({classes}): "
+                    "a policy file may not weaken a declared class",
+                    f"give {name}.{column} a masking rule, or declare {', '.join(bad)} PII.NONE in the models "
+                    "(a reviewed change)",
+                )
+            rules[column] = rule
     for name in list(dict(data.get("skip", {})).get("tables", [])):
         policy.skipped.add(_split(str(name)))
 
