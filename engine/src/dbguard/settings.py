@@ -27,6 +27,9 @@ DEFAULTS: dict[str, str] = {
     "BACKUP_KEEP": "10",
     "EMBEDDED_PG_DIR": ".local/postgres",
     "EMBEDDED_PG_PORT": "54329",
+    "EXPORT_KEY_FILE": ".local/export-key",  # signs the manifests of db.export-user's files (made on first use)
+    "IMPORT_LOCK_TIMEOUT": "5s",  # db.import-user / db.import-sqlite: a table lock not granted in this time refuses
+    "IMPORT_STATEMENT_TIMEOUT": "15min",
     "MIGRATION_LOCK_RETRIES": "3",  # a migration that hit lock_timeout is tried again this many times
     "MIGRATION_LOCK_TIMEOUT": "5s",
     "MIGRATION_STATEMENT_TIMEOUT": "15min",
@@ -167,7 +170,12 @@ def check_values(settings: Settings) -> None:
         raw = settings.get(key)
         if not raw.strip().isdigit() or not low <= int(raw) <= high:
             raise Refused(f"{key} must be a whole number from {low} to {high}, not {raw[:40]!r}", _fix(key))
-    for key in ("MIGRATION_LOCK_TIMEOUT", "MIGRATION_STATEMENT_TIMEOUT"):
+    for key in (
+        "MIGRATION_LOCK_TIMEOUT",
+        "MIGRATION_STATEMENT_TIMEOUT",
+        "IMPORT_LOCK_TIMEOUT",
+        "IMPORT_STATEMENT_TIMEOUT",
+    ):
         raw = settings.get(key)
         if not _DURATION.match(raw.strip()):
             raise Refused(f"{key} must be a PostgreSQL duration such as 5s or 15min, not {raw[:40]!r}", _fix(key))

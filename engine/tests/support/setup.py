@@ -62,6 +62,7 @@ def state_values(tmp: Path) -> dict[str, str]:
         "AUDIT_LOG": str(tmp / "logs" / "audit.jsonl"),
         "BACKUP_DIR": str(tmp / "backups"),
         "EMBEDDED_PG_DIR": str(tmp / "embedded"),
+        "EXPORT_KEY_FILE": str(tmp / "export-key"),
         "LADDER_RECORD": str(tmp / "ladder-passes.jsonl"),
         "SANITIZE_SALT_FILE": str(tmp / "salt"),
     } | write_credential()

@@ -42,6 +42,7 @@ from dbguard.refresh.constraints import constraint_conflicts, require_kept
 from dbguard.refresh.expressions import SanitizeKey, sanitized_select
 from dbguard.refresh.rules import MaskRule, check_coverage, live_schema, load_policy, require_coverage
 from dbguard.reports.status import human_size
+from dbguard.transfer import signing
 from dbguard.transfer.manifest import TableData, decode_field, split_lines, write_export
 from dbguard.transfer.slice import Graph, TableInfo, UserTable, app_schemas, read_graph, row_owners
 
@@ -437,7 +438,7 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
         data = TableData(p.info.name, p.info.columns)
         data.rows["owned"], data.rows["reference"] = (split_lines(p.data.get(r, b"")) for r in ("owned", "reference"))
         tables.append(data)
-    written = write_export(path, manifest, tables)
+    written = write_export(path, manifest, tables, signing.signer(settings))
     rows = sum(t["owned"]["rows"] + t["reference"]["rows"] for t in written["tables"])
     ctx.facts.update({"file": path.name, "tables": len(tables), "rows": rows, "revision": revision})
     ctx.out.ok(

@@ -35,6 +35,8 @@ from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision, head
+from dbguard.settings import Settings
+from dbguard.transfer import locking, signing
 from dbguard.transfer.export import SESSION, gc_paused, matching
 from dbguard.transfer.keys import KeyMaker, KeyMemory
 from dbguard.transfer.manifest import NULL, ExportFile, decode_field, encode_field, read_export
@@ -89,6 +91,16 @@ class Import:
     failures: dict[str, list[str]] = field(default_factory=dict)
     deferred_rows: dict[ForeignKey, list[tuple[Key, Key]]] = field(default_factory=dict)  # (new pk, old fk value)
     inserted_keys: dict[str, list[str]] = field(default_factory=dict)
+    env: str = ""
+    settings: Settings | None = None
+    held: set[str] = field(default_factory=set)  # tables locked against the app's inserts (sequence moved)
+
+    def hold(self, name: str) -> None:
+        """SHARE ROW EXCLUSIVE on a table whose sequence the import moves, until the commit: no app insert may
+        draw a value between the look at the table's largest key and the setval (never a sequence moved back)."""
+        if self.writing and self.settings is not None and name not in self.held:
+            locking.lock_tables(self.conn, [name], "SHARE ROW EXCLUSIVE", self.settings, self.env, "db.import-user")
+            self.held.add(name)
 
     # -- order -------------------------------------------------------------------------------
     def order(self) -> tuple[list[str], set[ForeignKey]]:
@@ -357,6 +369,7 @@ class Import:
                 used.add(value)
         keys = KeyMaker(self.conn, generator, self.writing)
         if clash and generator != "uuid":
+            self.hold(info.name)
             clashing = {id(r) for r in clash}
             kept = [int(r.new[at]) for r in rows if id(r) not in clashing]
             table = sql.SQL("{}.{}").format(sql.Identifier(info.live.schema), sql.Identifier(info.live.name))
@@ -467,6 +480,7 @@ class Import:
                 continue
             for column, generator in info.generated.items():
                 if generator != "uuid":
+                    self.hold(name)
                     table = sql.SQL("{}.{}").format(sql.Identifier(info.live.schema), sql.Identifier(info.live.name))
                     KeyMaker(self.conn, generator, self.writing).move_past(table, column)
 
@@ -520,7 +534,17 @@ def import_task(ctx: TaskContext, *, from_: str, as_: str | None) -> int:
     with gc_paused():
         file = read_export(path)
     manifest = file.manifest
-    if manifest.get("tier") == Tier.PROD.value and manifest.get("sanitized") != "yes" and ctx.tier is not Tier.PROD:
+    if not signing.check(ctx.settings, path, file.manifest_bytes, file.signature):
+        authorize_step(  # another machine's key: its manifest's tier and sanitizing cannot be believed
+            "import-foreign-file",
+            ctx.tier,
+            ctx.caller,
+            name=ctx.target.dbname,
+            action=f"importing {path.name}, signed on another machine (its tier and sanitizing cannot be checked), "
+            f"into {ctx.tier.value.upper()}",
+            dry_run=ctx.dry_run,
+        )
+    elif manifest.get("tier") == Tier.PROD.value and manifest.get("sanitized") != "yes" and ctx.tier is not Tier.PROD:
         authorize_step(
             "import-prod-data",
             ctx.tier,
@@ -604,11 +628,11 @@ def prepare(
     graph = read_graph(conn)
     check_tables(ctx, graph, file)
     users.check(graph)
-    if writing:
-        names = sql.SQL(", ").join(sql.Identifier(*n.split(".", 1)) for n in sorted(file.tables))
-        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(names))
+    if writing:  # ROW EXCLUSIVE, what the inserts take anyway: the app's own writes go on beside the import
+        locking.limit(conn, ctx.settings)
+        locking.lock_tables(conn, list(file.tables), "ROW EXCLUSIVE", ctx.settings, ctx.tier.value, "db.import-user")
     memory = KeyMemory.load(conn, str(file.manifest["origin"]), user_key)
-    return Import(conn, graph, file, users, as_, memory, writing)
+    return Import(conn, graph, file, users, as_, memory, writing, env=ctx.tier.value, settings=ctx.settings)
 
 
 def report_failures(ctx: TaskContext, run: Import) -> None:

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dbguard.errors import Refused
 
 FORMAT = "dbguard-user-export/1"
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # {"key_id", "mac"}: HMAC-SHA256 of manifest.json's bytes (signing.py)
 ROLES = ("owned", "reference")
 
 _UNESCAPE = {ord("b"): "\b", ord("f"): "\f", ord("n"): "\n", ord("r"): "\r", ord("t"): "\t", ord("v"): "\v"}
@@ -86,14 +88,19 @@ class TableData:
 class ExportFile:
     manifest: dict[str, Any]
     tables: dict[str, TableData]
+    manifest_bytes: bytes = b""  # manifest.json as it is in the file: what the signature covers
+    signature: dict[str, Any] | None = None  # manifest.sig, None when the file has none
 
 
 def _member(index: int, table: str, role: str) -> str:
     return f"data/{index:03d}.{table}.{role}.copy"
 
 
-def write_export(path: Path, manifest: dict[str, Any], tables: list[TableData]) -> dict[str, Any]:
-    """Write the file atomically, mode 0600; the manifest gains each member's rows and sha256. Returns it."""
+def write_export(
+    path: Path, manifest: dict[str, Any], tables: list[TableData], sign: Callable[[bytes], dict[str, Any]]
+) -> dict[str, Any]:
+    """Write the file atomically, mode 0600; the manifest gains each member's rows and sha256 (so its
+    signature, `sign(manifest bytes)`, vouches for the data too). Returns it."""
     members: list[tuple[str, bytes]] = []
     listed = []
     for index, table in enumerate(tables):
@@ -111,7 +118,9 @@ def write_export(path: Path, manifest: dict[str, Any], tables: list[TableData]) 
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in [(MANIFEST, json.dumps(manifest, indent=2).encode()), *members]:
+            head = json.dumps(manifest, indent=2).encode()
+            signed = json.dumps(sign(head)).encode()
+            for name, data in [(MANIFEST, head), (SIGNATURE, signed), *members]:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(data), 0o600
                 tar.addfile(info, io.BytesIO(data))
@@ -147,7 +156,11 @@ def read_export(path: Path) -> ExportFile:
                     raise bad_file(path, f"{name} is missing")
                 return handle.read()
 
-            manifest = json.loads(read(MANIFEST))
+            manifest_bytes = read(MANIFEST)
+            manifest = json.loads(manifest_bytes)
+            signature = json.loads(read(SIGNATURE)) if SIGNATURE in found else None
+            if not isinstance(manifest, dict) or not isinstance(signature, dict | None):
+                raise bad_file(path, "manifest.json or manifest.sig is not a JSON object")
             if manifest.get("format") != FORMAT:
                 raise bad_file(path, f"format {manifest.get('format')!r}, expected {FORMAT}")
             tables: dict[str, TableData] = {}
@@ -163,4 +176,4 @@ def read_export(path: Path) -> ExportFile:
                 tables[table.name] = table
     except (tarfile.TarError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise bad_file(path, type(exc).__name__) from None
-    return ExportFile(manifest, tables)
+    return ExportFile(manifest, tables, manifest_bytes, signature)

@@ -41,6 +41,7 @@ from dbguard.guard.tiers import Tier
 from dbguard.migrations.history import current_revision, pending_revisions
 from dbguard.migrations.schema import APP_SCHEMAS, other_schemas
 from dbguard.seeding.copy_types import binary_capable
+from dbguard.transfer import locking
 from dbguard.transfer.sqlite_types import INTEGER_NAMES, Misfit, NotUtf8, PgColumn, converter_for
 
 SKIPPED_TABLES = frozenset({"alembic_version"})  # each database's own migration bookkeeping
@@ -701,10 +702,17 @@ def _run(ctx: TaskContext, load: Load, plan: Plan, path: Path, skip_bad: bool) -
     with conn.transaction():
         load_existing_keys(load, plan, {job.target.qualified for job in plan.jobs})
         if load.write:  # again under the lock, in the transaction that writes: nothing changed since the plan
+            # bounded waits; the tables it fills held against inserts until the commit (they must stay empty)
+            locking.limit(conn, ctx.settings)
+            filled = [job.target.qualified for job in plan.jobs]
+            locking.lock_tables(conn, filled, "SHARE ROW EXCLUSIVE", ctx.settings, ctx.tier.value, "db.import-sqlite")
             _at_head(conn, ctx)
             _empty(conn, ctx, plan)
             conn.execute("SET CONSTRAINTS ALL DEFERRED")
-            for fk in plan.dropped:
+            for fk in plan.dropped:  # ACCESS EXCLUSIVE on the table and the one it references, each named if busy
+                locking.lock_tables(
+                    conn, [fk.table, fk.parent], "ACCESS EXCLUSIVE", ctx.settings, ctx.tier.value, "db.import-sqlite"
+                )
                 conn.execute(
                     sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(_ident(fk.table), sql.Identifier(fk.name))
                 )
