@@ -77,12 +77,13 @@ ANSWERS = "# Changes here will be overwritten by Copier; do not edit by hand\n{{
 NAMES = (
     (r"\bfrom app\b", "from {{ package_name }}"),
     (r"\bimport app\b", "import {{ package_name }}"),
-    (r"\bapp(\.models|\.database|\.__main__)\b", r"{{ package_name }}\1"),
-    (r"\bapp/(models|database|__main__)\.py\b", r"{{ package_name }}/\1.py"),
+    (r"\bapp(\.models|\.database|\.__main__|\.worker)\b", r"{{ package_name }}\1"),
+    (r"\bapp/(models|database|__main__|worker)\.py\b", r"{{ package_name }}/\1.py"),
     (r"-m app\b", "-m {{ package_name }}"),
     (r'"-m", "app"', '"-m", "{{ package_name }}"'),
     (r'TYPED = \["app",', 'TYPED = ["{{ package_name }}",'),
     (r"\bapp_(int|stg|prod)\b", r"{{ db_prefix }}_\1"),
+    (r"\bapp_(int|stg|prod)_", r"{{ db_prefix }}_\1_"),  # role names: <APP_NAME>_<tier>_...
     (r"^APP_NAME=app$", "APP_NAME={{ db_prefix }}"),
     (r"name: app-pgdata", "name: {{ project_slug }}-pgdata"),
     (r"guarded-db-template", "{{ project_slug }}"),

@@ -249,6 +249,14 @@ def test_refusals_revision_and_an_agent_on_prod(stg_and_int: Tiers, tmp_path: Pa
     assert (
         tiers.sql(Tier.INT, "SELECT count(*) FROM users") + tiers.sql(Tier.INT, "SELECT count(*) FROM tasks") == before
     )
+    # the other way round, a file older than the target: never the downgrade that would drop what came since
+    older = tmp_path / "older.tar"
+    _, int_email = busiest_user(tiers, Tier.INT)
+    made = invoke_cli("db.export-user", "--env", "int", "--user", int_email, "--out", str(older), env=env)
+    assert made.returncode == 0, made.stderr
+    ahead = invoke_cli("db.import-user", "--env", "stg", "--from", str(older), "--as", "y@example.com", env=env)
+    assert ahead.returncode == 2 and "was exported at revision 0001" in ahead.stderr
+    assert "export the user again from a tier migrated to" in ahead.stderr and "--to" not in ahead.stderr
 
     fill(tiers, Tier.PROD, seed_value=41)
     prod_before = snapshot(tiers, Tier.PROD)

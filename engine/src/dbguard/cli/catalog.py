@@ -271,7 +271,7 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         "reset",
-        "Rebuild the schema from empty through Alembic and seed it, atomically (STG backed up first; never PROD).",
+        "Rebuild the schema from empty through Alembic and seed it, atomically (STG's old one kept as undo; not PROD).",
         "dbguard.cli.commands:reset",
         (ENV, Option("no_seed", False, "leave the rebuilt schema empty"), SCENARIO, SEED, SCALE, DRY),
     ),

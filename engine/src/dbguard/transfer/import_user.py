@@ -34,7 +34,7 @@ from dbguard.guard.connect import Connection
 from dbguard.guard.door import authorize_step
 from dbguard.guard.locks import exclusive
 from dbguard.guard.tiers import Tier
-from dbguard.migrations.history import current_revision, head
+from dbguard.migrations.history import current_revision, head, script_directory
 from dbguard.settings import Settings
 from dbguard.transfer import locking, signing
 from dbguard.transfer.export import SESSION, gc_paused, matching
@@ -490,13 +490,21 @@ def check_revision(ctx: TaskContext, conn: Connection, file: ExportFile, path: P
     if wanted == found:
         return
     env = ctx.tier.value
-    fix = (
-        f"invoke db.migrate --env {env}"
-        if wanted == head(ctx.settings)
-        else f"invoke db.migrate --env {env} --to {wanted}"
-    )
+    order = [r.revision for r in script_directory(ctx.settings).walk_revisions()]  # head first
+
+    def age(revision: object) -> int:  # 0 for head; base (None) the oldest
+        return order.index(revision) if revision in order else len(order)
+
+    if age(found) < age(wanted):  # the target is newer: migrating it back would drop what came since
+        fix = f"export the user again from a tier migrated to {found} (invoke db.migrate --env <source tier>)"
+    elif wanted == head(ctx.settings):
+        fix = f"invoke db.migrate --env {env}"
+    else:
+        fix = f"invoke db.migrate --env {env} --to {wanted}"
     raise Refused(
-        f"{path.name} was exported at revision {wanted}; {ctx.target.dbname} is at {found}: nothing was imported", fix
+        f"{path.name} was exported at revision {wanted or 'base'}; {ctx.target.dbname} is at "
+        f"{found or 'base (empty: no revision yet)'}: nothing was imported",
+        fix,
     )
 
 
