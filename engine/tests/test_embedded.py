@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from dbguard.cluster.embedded import EmbeddedCluster
+from dbguard.cluster.pgtools import no_binaries
 from dbguard.errors import Refused
 from dbguard.guard.config import target_for
 from dbguard.guard.connect import connect
@@ -120,8 +121,12 @@ def test_no_binaries_and_no_urls_says_the_ways_out(project: Path, tmp_path: Path
     proc = invoke_cli("db.up", env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the embedded default" in proc.stderr
-    assert "install PostgreSQL" in proc.stderr and "docker compose up -d" in proc.stderr
-    assert "INT_DATABASE_URL and STG_DATABASE_URL" in proc.stderr
+    # PG_BINDIR set is the only folder searched: installing PostgreSQL would not help, the folder would
+    assert f"in PG_BINDIR={empty} (the only folder searched while PG_BINDIR is set)" in proc.stderr
+    assert "point PG_BINDIR at the bin folder that holds them, or unset it" in proc.stderr
+    unset = no_binaries("no PostgreSQL binaries found (needed: psql)", {})  # nothing set: the ways to get them
+    assert "install PostgreSQL" in (unset.fix or "") and "docker compose up -d" in (unset.fix or "")
+    assert "INT_DATABASE_URL and STG_DATABASE_URL" in (unset.fix or "")
 
 
 def test_prod_standin_only_on_a_laptop_setup(tmp_path: Path) -> None:

