@@ -184,3 +184,22 @@ def test_a_changed_or_unsigned_manifest_is_refused_and_another_machines_file_ask
     person = run(other, "import-user", "stg", human(stg), load(raw, "other@example.com"))
     assert person.code == 0, person.text
     assert imported("other@example.com") == "1"
+
+
+def test_import_user_longer_than_the_statement_timeout_is_refused_with_nothing_written(
+    stg_and_int: Tiers, tmp_path: Path
+) -> None:
+    tiers = stg_and_int
+    _, email = busiest_user(tiers, Tier.STG)
+    out = tmp_path / "user.tar"
+    env = env_for(tiers, tmp_path)
+    assert invoke_cli("db.export-user", "--env", "stg", "--user", email, "--out", str(out), env=env).returncode == 0
+    before = tiers.sql(Tier.INT, "SELECT count(*) FROM tasks")
+    # a statement held up (here: waiting on a lock, the lock timeout set longer) is cut off at the limit
+    with AppTransaction(tiers.urls[Tier.INT], "LOCK TABLE comments IN SHARE MODE"):
+        slow = env | {"IMPORT_STATEMENT_TIMEOUT": "500ms", "IMPORT_LOCK_TIMEOUT": "10s"}
+        proc = invoke_cli("db.import-user", "--env", "int", "--from", str(out), "--as", "e@example.com", env=slow)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "ran longer than IMPORT_STATEMENT_TIMEOUT=500ms; nothing was imported" in proc.stderr
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM tasks") == before
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM users WHERE email = 'e@example.com'") == "0"

@@ -578,7 +578,7 @@ def import_task(ctx: TaskContext, *, from_: str, as_: str | None) -> int:
         if ctx.clearance.rule.backup_first:
             backup = take_backup(ctx.settings, ctx.target, ctx.out, reason="before import-user")
             ctx.facts["backup"] = backup.path.name
-        with ctx.target.connect() as conn:
+        with ctx.target.connect() as conn, locking.bounded(ctx.settings, ctx.tier.value, "db.import-user"):
             run, order = plan_import(ctx, conn, file, path, users, as_, user_key, writing=True)
             report_failures(ctx, run)
             saved = run.memory.save(conn)

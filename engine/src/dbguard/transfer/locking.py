@@ -37,6 +37,21 @@ def busy(table: str, settings: Settings, env: str, operation: str) -> Refused:
 
 
 @contextmanager
+def bounded(settings: Settings, env: str, operation: str) -> Iterator[None]:
+    """The import's transaction cut off by IMPORT_STATEMENT_TIMEOUT: one line, nothing written."""
+    try:
+        yield
+    except errors.QueryCanceled as exc:
+        if "statement timeout" not in str(exc):
+            raise
+        limit_ = settings.get("IMPORT_STATEMENT_TIMEOUT").strip()
+        raise Refused(
+            f"a statement of the import ran longer than IMPORT_STATEMENT_TIMEOUT={limit_}; nothing was imported",
+            f"raise IMPORT_STATEMENT_TIMEOUT, then run `invoke {operation} --env {env}` again",
+        ) from None
+
+
+@contextmanager
 def naming(table: str, settings: Settings, env: str, operation: str) -> Iterator[None]:
     """A lock timeout inside the block is refused as `table` being busy."""
     try:

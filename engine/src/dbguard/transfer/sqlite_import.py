@@ -688,7 +688,7 @@ def import_sqlite_task(ctx: TaskContext, *, from_: str | None, skip_bad: bool) -
 
                 made = take_backup(ctx.settings, ctx.target, out, reason=f"before import-sqlite {path.name}")
                 ctx.facts["backup"] = made.path.name
-            with ctx.target.connect() as conn:
+            with ctx.target.connect() as conn, locking.bounded(ctx.settings, ctx.tier.value, "db.import-sqlite"):
                 return _run(ctx, Load(source, conn, write=True), plan, path, skip_bad)
 
 
