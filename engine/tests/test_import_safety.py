@@ -203,3 +203,17 @@ def test_import_user_longer_than_the_statement_timeout_is_refused_with_nothing_w
     assert "ran longer than IMPORT_STATEMENT_TIMEOUT=500ms; nothing was imported" in proc.stderr
     assert tiers.sql(Tier.INT, "SELECT count(*) FROM tasks") == before
     assert tiers.sql(Tier.INT, "SELECT count(*) FROM users WHERE email = 'e@example.com'") == "0"
+
+
+def test_import_sqlite_longer_than_the_statement_timeout_is_refused_with_nothing_written(
+    tiers: Tiers,
+    int_target,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    path = make_sqlite(tmp_path / "app.db", TASKBOARD_SQLITE, taskboard_rows(bad=False))
+    settings = tiers.settings.with_values(IMPORT_LOCK_TIMEOUT="10s", IMPORT_STATEMENT_TIMEOUT="500ms")
+    with AppTransaction(tiers.urls[Tier.INT], "LOCK TABLE comments IN SHARE MODE"):
+        result = run(settings, "import-sqlite", "int", robot(), import_body(path))
+    assert result.code == 2, result.text
+    assert "ran longer than IMPORT_STATEMENT_TIMEOUT=500ms; nothing was imported" in result.text
+    assert tiers.sql(Tier.INT, "SELECT count(*) FROM users") == "0"

@@ -536,6 +536,8 @@ def _attempt(
                     copy.set_types(oids)
                 for row in accepted():
                     copy.write_row(row)
+        except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+            raise  # the import's time limits (transfer/locking.py), not a row that does not fit
         except psycopg.Error as exc:
             raise _server_refusal(exc, table, lines) from None
     load.refusals.extend(refusals)
@@ -770,6 +772,8 @@ def _add_back(load: Load, plan: Plan) -> bool:
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(_ident(fk.table), sql.Identifier(fk.name))
                     + sql.SQL(fk.definition)  # the server's own text
                 )
+        except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+            raise  # the import's time limits (transfer/locking.py), not a row that does not fit
         except psycopg.Error as exc:
             detail = exc.diag.message_detail or ""
             load.refusals.append(Refusal(fk.table, "-", ", ".join(fk.columns), f"foreign key {fk.name}: {detail}"))
