@@ -101,6 +101,11 @@ def drop_in_lending(app: Path, package: str) -> list[str]:
         (app / "seeds" / name).write_text(text)
     for path in (LENDING / "migrations" / "versions").glob("*.py"):
         shutil.copy(path, app / "migrations" / "versions" / path.name)
+    pyproject = app / "pyproject.toml"  # its components, as the lending app lists them
+    listed = re.search(r"^components = .*$", (LENDING / "pyproject.toml").read_text(), flags=re.MULTILINE)
+    assert listed is not None, "the lending fixture lists its components"
+    text = re.sub(r"^components = .*$", listed.group(0), pyproject.read_text(), count=1, flags=re.MULTILINE)
+    pyproject.write_text(text)
     return ["invoke db.reset --env stg && invoke db.status"]
 
 
