@@ -111,7 +111,7 @@ def source_target(ctx: TaskContext) -> Cleared:
 
 def table_sizes(conn: Connection, tables: list[LiveTable]) -> dict[str, tuple[int, int]]:
     rows = conn.execute(
-        "SELECT format('%%s.%%s', n.nspname, c.relname), greatest(c.reltuples, 0)::bigint, pg_table_size(c.oid) "
+        "SELECT format('%%s.%%s', n.nspname, c.relname), c.reltuples::bigint, pg_table_size(c.oid) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE format('%%s.%%s', n.nspname, c.relname) "
         "= ANY(%s)",
         ([t.qualified for t in tables],),
@@ -119,10 +119,15 @@ def table_sizes(conn: Connection, tables: list[LiveTable]) -> dict[str, tuple[in
     return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
 
-def show_plan(out: Output, tables: list[LiveTable], coverage: Coverage, sizes: dict[str, tuple[int, int]]) -> None:
-    table = new_table(
-        "refresh plan: PROD -> STG (sanitized inside PROD)", "table", "column", "rule", "rows (est.)", "size"
-    )
+def show_plan(
+    out: Output,
+    tables: list[LiveTable],
+    coverage: Coverage,
+    sizes: dict[str, tuple[int, int]],
+    title: str = "refresh plan: PROD -> STG (sanitized inside PROD)",
+) -> None:
+    """Each table's columns with their rules; rows as PROD's statistics estimate them ('?': never analyzed)."""
+    table = new_table(title, "table", "column", "rule", "rows (est.)", "size")
     for t in tables:
         if t.qualified in coverage.skipped:
             add_row(table, t.qualified, "*", "skip (copied empty)", "-", "-")
@@ -135,7 +140,7 @@ def show_plan(out: Output, tables: list[LiveTable], coverage: Coverage, sizes: d
                 t.qualified if i == 0 else "",
                 c.name,
                 str(rule) if rule else "UNCLASSIFIED",
-                f"{rows:,}" if i == 0 else "",
+                ("?" if rows < 0 else f"{rows:,}") if i == 0 else "",
                 human_size(size) if i == 0 else "",
             )
     out.table(table)
@@ -491,7 +496,7 @@ def sanitize_check_task(ctx: TaskContext) -> int:
         tables = live_schema(conn, app_schemas(conn))
         sizes = table_sizes(conn, tables)
     coverage = check_coverage(policy, tables)
-    show_plan(ctx.out, tables, coverage, sizes)
+    show_plan(ctx.out, tables, coverage, sizes, "sanitizing check: PROD's live columns and their rules")
     require_coverage(coverage)
     require_kept(constraint_conflicts(ctx.target, tables, coverage), ctx.out)
     kept = sum(len(t.constraints) for t in tables if t.qualified in coverage.rules)
