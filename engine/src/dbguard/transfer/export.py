@@ -104,61 +104,58 @@ def matching(info: TableInfo, columns: Sequence[str], values: Sequence[tuple[str
     )
 
 
-Keys = tuple[str | None, ...]
+Keys = tuple[str, ...]
+Values = dict[tuple[str, ...], set[Keys]]  # per column set, the value tuples (no NULL in them)
 
 
 @dataclass
 class Part:
-    """The rows taken from one table: first only their keys (the walk), then their rows (`collect`).
+    """The rows taken from one table: first only their names and the values the walk follows (`walk`), then their
+    rows (`collect`).
 
     A row is named by its primary key, or by where it lies (`ctid`, and `tableoid` for a partitioned table) in a
-    table without one: both hold still inside the one snapshot the export reads.
+    table without one: both hold still inside the one snapshot the export reads. `sets` are the column sets the walk
+    follows from this table: the sets foreign keys point at, and this table's own foreign keys.
     """
 
     info: TableInfo
-    keycols: tuple[str, ...] = ()  # what the walk reads of each row: its identity, then the columns keys use
-    identity: int = 0  # how many of keycols name the row
-    owned: dict[Keys, Keys] = field(default_factory=dict)  # identity -> the row's keycols values
-    reference: dict[Keys, Keys] = field(default_factory=dict)
-    values: dict[tuple[str, ...], set[Keys]] = field(default_factory=dict)  # taken, per column set
+    identity: tuple[str, ...]
+    sets: tuple[tuple[str, ...], ...]
+    owned: set[Keys] = field(default_factory=set)
+    reference: set[Keys] = field(default_factory=set)
+    values: Values = field(default_factory=dict)  # of every row taken
     data: dict[str, bytes] = field(default_factory=dict)  # role -> the rows, COPY text
 
-    def pos(self, columns: tuple[str, ...]) -> list[int]:
-        return [self.keycols.index(c) for c in columns]
-
-    def add(self, rows: list[Keys], owned: bool) -> list[Keys]:
-        """Keep the rows not taken yet; return them."""
+    def add(self, names: list[Keys], values: Values, owned: bool) -> bool:
+        """Take the rows `names` (whose `values` they hold); whether any was not taken before."""
         into = self.owned if owned else self.reference
-        other = self.reference if owned else self.owned
-        n = self.identity
-        caches = [(self.pos(columns), seen) for columns, seen in self.values.items()]
-        new = []
-        for row in rows:
-            key = row[:n]
-            if key in into or key in other:
-                continue
-            into[key] = row
-            new.append(row)
-            for at, seen in caches:
-                seen.add(tuple([row[i] for i in at]))
-        return new
+        before = len(self.owned) + len(self.reference)
+        into.update(names)
+        for columns, found in values.items():
+            self.values.setdefault(columns, set()).update(found)
+        return len(self.owned) + len(self.reference) > before
 
     def taken_values(self, columns: tuple[str, ...]) -> set[Keys]:
-        if columns not in self.values:
-            at = self.pos(columns)
-            self.values[columns] = {tuple([r[i] for i in at]) for r in (*self.owned.values(), *self.reference.values())}
-        return self.values[columns]
+        return self.values.setdefault(columns, set())
 
     def named(self, keys: Iterable[Keys]) -> sql.Composable:
         """The rows named by `keys` (identities): by primary key, or by ctid (and tableoid)."""
         info, chosen = self.info, list(keys)
         if info.primary_key:
-            return matching(info, info.primary_key, [tuple(str(v) for v in k) for k in chosen])
+            return matching(info, info.primary_key, chosen)
         if not info.partitioned:
             return sql.SQL("t.ctid = ANY({}::tid[])").format(array_literal(str(k[0]) for k in chosen))
         return sql.SQL("(t.tableoid, t.ctid) IN (SELECT * FROM unnest({}::oid[], {}::tid[]))").format(
             array_literal((str(k[0]) for k in chosen), plain=True), array_literal(str(k[1]) for k in chosen)
         )
+
+
+def as_text(column: str) -> sql.Composable:
+    return (
+        sql.SQL("t.{}::text").format(sql.Identifier(column))
+        if column not in ("ctid", "tableoid")
+        else sql.SQL("t." + column + "::text")
+    )
 
 
 @dataclass
@@ -179,10 +176,8 @@ class Export:
         if table not in self.parts:
             info = self.graph.table(table)
             named = info.primary_key or (("ctid",) if not info.partitioned else ("tableoid", "ctid"))
-            used = [c for fk in info.foreign_keys for c in fk.columns]
-            used += [c for columns in self.graph.referenced_sets(table) for c in columns]
-            keycols = tuple(dict.fromkeys([*named, *used]))
-            self.parts[table] = Part(info, keycols, len(named))
+            sets = [*self.graph.referenced_sets(table), *(fk.columns for fk in info.foreign_keys)]
+            self.parts[table] = Part(info, named, tuple(dict.fromkeys(s for s in sets if s != named)))
         return self.parts[table]
 
     def select(self, info: TableInfo, where: sql.Composable, *, own: bool, conn: Connection | None = None) -> bytes:
@@ -221,26 +216,34 @@ class Export:
         with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
             return b"".join([bytes(chunk) for chunk in copy])
 
-    def fetch(self, table: str, asks: list[tuple[tuple[str, ...], set[Keys]]], *, owned: bool) -> list[Keys]:
-        """Take the keys of the rows of `table` whose columns hold one of the values of any of `asks` (one scan for
-        all of them where they are few enough); return the rows not taken before."""
+    def fetch(self, table: str, asks: list[tuple[tuple[str, ...], set[Keys]]], *, owned: bool) -> Values | None:
+        """Take the rows of `table` not taken yet whose columns hold one of the values of any of `asks` (one query
+        for all of them where they are few enough); return the values of the walk's column sets in the rows taken
+        now, or None when there were none.
+
+        The server does the work and answers with one row of arrays: the new rows' names, and for each column set
+        its distinct values among them, so no row of the table travels to the client before `collect`."""
         part = self.part(table)
         info = part.info
-        pk = info.primary_key
-        taken = [k[0] for k in (*part.owned, *part.reference)] if len(pk) == 1 and plain_type(info, pk[0]) else []
-        skip = (  # rows taken already are not read again (a comment reached through its task and its author)
-            sql.SQL(" AND NOT t.{} = ANY({}::text[]::{}[])").format(
-                sql.Identifier(pk[0]),
-                array_literal((str(k) for k in taken), plain=True),
-                sql.SQL(info.column(pk[0]).type_name),
+        taken = part.owned | part.reference
+        skip = sql.SQL(" AND NOT {}").format(part.named(taken)) if taken else sql.SQL("")
+        columns = list(dict.fromkeys([*part.identity, *(c for s in part.sets for c in s)]))
+        alias = {c: sql.Identifier(f"k{i}") for i, c in enumerate(columns)}
+        read = sql.SQL(", ").join(sql.SQL("{} AS {}").format(as_text(c), alias[c]) for c in columns)
+        aggregates = [
+            sql.SQL("(SELECT {} FROM f) s0").format(
+                sql.SQL(", ").join(sql.SQL("array_agg({})").format(alias[c]) for c in part.identity)
             )
-            if taken
-            else sql.SQL("")
-        )
-        read = sql.SQL(", ").join(
-            sql.SQL("t.{}::text").format(sql.Identifier(c)) if c not in ("ctid", "tableoid") else sql.SQL("t." + c)
-            for c in part.keycols
-        )
+        ]
+        for n, cols in enumerate(part.sets, 1):
+            aggregates.append(
+                sql.SQL("(SELECT {} FROM (SELECT DISTINCT {} FROM f WHERE {}) d) {}").format(
+                    sql.SQL(", ").join(sql.SQL("array_agg({})").format(alias[c]) for c in cols),
+                    sql.SQL(", ").join(alias[c] for c in cols),
+                    sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(alias[c]) for c in cols),
+                    sql.Identifier(f"s{n}"),
+                )
+            )
         wanted = [
             (columns, [tuple(str(v) for v in value) for value in values if None not in value])
             for columns, values in asks
@@ -250,20 +253,32 @@ class Export:
             batches = [wanted]
         else:
             batches = [[(c, v[start : start + BATCH])] for c, v in wanted for start in range(0, len(v), BATCH)]
-        new: list[Keys] = []
+        found: Values = {}
+        names: set[Keys] = set()
         for batch in batches:
             if not batch:
                 continue
             where = sql.SQL(" OR ").join(sql.SQL("({})").format(matching(info, c, v)) for c, v in batch)
-            query = sql.SQL("SELECT {} FROM {} WHERE ({}){}").format(read, info.source, where, skip)
+            query = sql.SQL("WITH f AS MATERIALIZED (SELECT {} FROM {} WHERE ({}){}) SELECT * FROM {}").format(
+                read, info.source, where, skip, sql.SQL(", ").join(aggregates)
+            )
             self.queries += 1
-            found = self.conn.execute(query).fetchall()
-            rows = found if info.primary_key else [tuple([None if v is None else str(v) for v in r]) for r in found]
-            new += part.add(rows, owned)
-        return new
+            row = self.conn.execute(query).fetchone()
+            assert row is not None
+            arrays = list(row)
+            names.update(zip(*[arrays.pop(0) or [] for _ in part.identity], strict=True))
+            for cols in part.sets:
+                got = [arrays.pop(0) or [] for _ in cols]
+                found.setdefault(cols, set()).update(zip(*got, strict=True))
+        names -= taken
+        if not names:
+            return None
+        found[part.identity] = names
+        part.add(list(names), found, owned)
+        return found
 
     def walk(self, key: str) -> None:
-        """The user's row, every row that belongs to them, then every row those point at (slice.py): keys only.
+        """The user's row, every row that belongs to them, then every row those point at (slice.py): names only.
 
         Both walks go in rounds: each round reads, for each table, the rows that any foreign key points at (or
         from) the rows the last round found, in one query."""
@@ -284,31 +299,30 @@ class Export:
                 f"check the key, or set user_key in [tool.dbguard] (now {self.users.key})",
             )
         self.root_key = str(found[0][0])
-        fresh: dict[str, list[Keys]] = {
-            self.users.table: self.fetch(self.users.table, [((user_pk,), {(self.root_key,)})], owned=True)
-        }
+        fresh: dict[str, Values] = {}
+        if got := self.fetch(self.users.table, [((user_pk,), {(self.root_key,)})], owned=True):
+            fresh[self.users.table] = got
         owners = {t: c for t, c in self.row_owners.items() if t in self.graph.tables and t != self.users.table}
         for table, column in owners.items():
-            fresh[table] = self.fetch(table, [((column,), {(self.root_key,)})], owned=True)
+            if got := self.fetch(table, [((column,), {(self.root_key,)})], owned=True):
+                fresh[table] = got
         while fresh:  # owned rows: towards the user, to a fixed point
             asks: dict[str, list[tuple[tuple[str, ...], set[Keys]]]] = {}
-            for parent, rows in fresh.items():
+            for parent, values in fresh.items():
                 for fk in self.graph.referencing(parent):
-                    if fk.table == self.users.table or fk.table in owners or not rows:
+                    if fk.table == self.users.table or fk.table in owners:
                         continue
-                    at = self.part(parent).pos(fk.parent_columns)
-                    asks.setdefault(fk.table, []).append((fk.columns, {tuple([r[i] for i in at]) for r in rows}))
+                    if wanted := values.get(fk.parent_columns):
+                        asks.setdefault(fk.table, []).append((fk.columns, wanted))
             fresh = {t: new for t, a in asks.items() if (new := self.fetch(t, a, owned=True))}
-        fresh = {t: list(p.owned.values()) for t, p in list(self.parts.items())}
+        fresh = {t: dict(p.values) for t, p in list(self.parts.items()) if p.owned}
         while fresh:  # reference rows: what the slice points at, upwards only
             asks = {}
-            for child, rows in fresh.items():
+            for child, values in fresh.items():
                 for fk in self.graph.table(child).foreign_keys:
-                    at = self.part(child).pos(fk.columns)
-                    values = {tuple([r[i] for i in at]) for r in rows}
-                    values -= self.part(fk.parent).taken_values(fk.parent_columns)
-                    if values:
-                        asks.setdefault(fk.parent, []).append((fk.parent_columns, values))
+                    wanted = values.get(fk.columns, set()) - self.part(fk.parent).taken_values(fk.parent_columns)
+                    if wanted:
+                        asks.setdefault(fk.parent, []).append((fk.parent_columns, wanted))
             fresh = {t: new for t, a in asks.items() if (new := self.fetch(t, a, owned=False))}
 
     def collect(self, second: Callable[[], Connection] | None = None) -> None:
