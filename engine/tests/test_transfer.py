@@ -501,11 +501,12 @@ def test_raw_from_prod_is_a_humans_choice_and_keeps_other_people_sanitized(tiers
     assert tiers.sql(Tier.STG, "SELECT count(*) FROM users WHERE email = 'raw.copy@example.com'") == "1"
 
 
-def test_a_large_slice_read_on_two_connections_is_the_same_snapshot(
+def test_a_slice_read_on_two_connections_as_the_walk_goes_is_one_snapshot(
     stg_and_int: Tiers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """From PARALLEL_FROM rows the slice is read on a second connection that imports the first's snapshot: the
-    same rows as one connection reads, even when a row is changed in between (the snapshot, not the table)."""
+    """The rows are read as the walk finds them, the tables of one round shared with a second connection that
+    imports the first's snapshot: the same rows as one connection reads, even when rows change before every round
+    (the snapshot, not the table)."""
     import dbguard.transfer.export as export_module
     from dbguard.transfer.export import export_task
 
@@ -523,19 +524,25 @@ def test_a_large_slice_read_on_two_connections_is_the_same_snapshot(
             }
 
     files = {}
-    for name, parallel_from in (("one", 10**9), ("two", 1)):
-        monkeypatch.setattr(export_module, "PARALLEL_FROM", parallel_from)
+    for name, parallel in (("one", False), ("two", True)):
+        monkeypatch.setattr(export_module, "PARALLEL", parallel)
         files[name] = tmp_path / f"{name}.tar"
-        original = export_module.Export.walk
+        original_round, original_other = export_module.Export.fetch_round, export_module.Export.other_connection
+        seconds: list[object] = []
 
-        def walk_then_change(self, key, original=original):  # type: ignore[no-untyped-def]
-            original(self, key)  # a write lands between the walk and the reading of the rows
-            tiers.sql(
+        def round_after_a_write(self, asks, *, owned, original=original_round):  # type: ignore[no-untyped-def]
+            tiers.sql(  # a write lands before every round of the walk
                 Tier.STG,
                 "UPDATE comments SET body = body || ' [changed]'; UPDATE tasks SET title = title || ' [changed]'",
             )
+            return original(self, asks, owned=owned)
 
-        monkeypatch.setattr(export_module.Export, "walk", walk_then_change)
+        def other_connection(self, original=original_other, seconds=seconds):  # type: ignore[no-untyped-def]
+            seconds.append(original(self))
+            return seconds[-1]
+
+        monkeypatch.setattr(export_module.Export, "fetch_round", round_after_a_write)
+        monkeypatch.setattr(export_module.Export, "other_connection", other_connection)
         result = run(
             tiers.settings,
             "export-user",
@@ -544,7 +551,8 @@ def test_a_large_slice_read_on_two_connections_is_the_same_snapshot(
             lambda ctx, out=files[name]: export_task(ctx, user=email, out=str(out), raw=False),
         )
         assert result.code == 0, result.text
-        tiers.sql(  # the same rows again for the next round
+        assert bool(seconds) is parallel  # a round of two tables or more went to the second connection
+        tiers.sql(  # the same rows again for the next run
             Tier.STG,
             "UPDATE comments SET body = replace(body, ' [changed]', ''); "
             "UPDATE tasks SET title = replace(title, ' [changed]', '')",

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from psycopg import IsolationLevel, sql
 from dbguard import __version__
 from dbguard.cli.console import add_row, new_table
 from dbguard.cli.runner import TaskContext
-from dbguard.errors import Failed, Refused
+from dbguard.errors import Refused
 from dbguard.guard.connect import Connection
 from dbguard.guard.door import authorize_step
 from dbguard.guard.tiers import Tier
@@ -43,11 +44,11 @@ from dbguard.refresh.expressions import SanitizeKey, sanitized_select
 from dbguard.refresh.rules import MaskRule, check_coverage, live_schema, load_policy, require_coverage
 from dbguard.reports.status import human_size
 from dbguard.transfer import signing
-from dbguard.transfer.manifest import TableData, decode_field, split_lines, write_export
+from dbguard.transfer.manifest import NULL, ROLES, TableData, decode_field, split_lines, write_export
 from dbguard.transfer.slice import Graph, TableInfo, UserTable, app_schemas, read_graph, row_owners
 
 BATCH = 50_000  # key values per query
-PARALLEL_FROM = 20_000  # rows in a slice from which it is read on two connections
+PARALLEL = True  # a round of the walk that reads two or more tables shares them between two connections
 # every session that writes or compares COPY text: the same text for the same value on any server
 SESSION = (
     "SET TIME ZONE 'UTC'",
@@ -81,6 +82,11 @@ def array_literal(values: Iterable[str], *, plain: bool = False) -> sql.Literal:
     return sql.Literal("{" + ",".join(quoted) + "}")
 
 
+def decode_text(raw: bytes) -> str:
+    """A COPY text field that is not NULL, as its value's text."""
+    return raw.decode() if b"\\" not in raw else str(decode_field(raw))
+
+
 def plain_type(info: TableInfo, column: str) -> bool:
     """Numbers and uuids: their COPY text needs no decoding and no quoting in an array."""
     found = info.column(column)
@@ -105,6 +111,7 @@ def matching(info: TableInfo, columns: Sequence[str], values: Sequence[tuple[str
 
 
 Keys = tuple[str, ...]
+Ask = tuple[tuple[str, ...], set[Keys]]  # rows whose columns hold one of these values
 Values = dict[tuple[str, ...], set[Keys]]  # per column set, the value tuples (no NULL in them)
 
 
@@ -171,6 +178,9 @@ class Export:
     parts: dict[str, Part] = field(default_factory=dict)
     queries: int = 0
     row_owners: dict[str, str] = field(default_factory=dict)
+    read: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)  # (table, role) -> COPY text read
+    second: Callable[[], Connection] | None = None  # opens another connection to the source
+    other: Connection | None = None
 
     def part(self, table: str) -> Part:
         if table not in self.parts:
@@ -180,16 +190,26 @@ class Export:
             self.parts[table] = Part(info, named, tuple(dict.fromkeys(s for s in sets if s != named)))
         return self.parts[table]
 
-    def select(self, info: TableInfo, where: sql.Composable, *, own: bool, conn: Connection | None = None) -> bytes:
+    def select(
+        self, info: TableInfo, where: sql.Composable, *, own: bool, named: bool = False, conn: Connection | None = None
+    ) -> bytes:
         """The rows of `info` that `where` picks, as COPY text; sanitized unless they are the user's own under
-        --raw (an owned row pointing at another user counts as that person's, and stays sanitized)."""
+        --raw (an owned row pointing at another user counts as that person's, and stays sanitized). `named`: each
+        line starts with where its row lies (ctid, and tableoid for a partitioned table), for a table without a key."""
         conn = conn or self.conn
+        lead = (sql.SQL("t.ctid, ") if not info.partitioned else sql.SQL("t.tableoid, t.ctid, ")) if named else None
         columns = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.columns)
+        if lead is not None:
+            columns = lead + columns
         if self.rules is None:
             return self.copy_out(sql.SQL("SELECT {} FROM {} WHERE {}").format(columns, info.source, where), conn)
-        masked: sql.Composable = sanitized_select(info.live, self.rules[info.name])
+        text = sanitized_select(info.live, self.rules[info.name]).as_string(conn)
         if info.partitioned:  # the masking SELECT reads FROM ONLY the table; a partitioned one's rows are elsewhere
-            masked = sql.SQL(masked.as_string(self.conn).replace(" FROM ONLY ", " FROM ", 1))
+            text = text.replace(" FROM ONLY ", " FROM ", 1)
+        if lead is not None:
+            assert text.startswith("SELECT ")
+            text = "SELECT " + lead.as_string(conn) + text[len("SELECT ") :]
+        masked = sql.SQL(text)  # composed by sanitized_select, not from input
         if not (own and self.raw_own):
             return self.copy_out(sql.SQL("{} WHERE {}").format(masked, where), conn)
         mine = self.only_this_user(info)
@@ -216,66 +236,118 @@ class Export:
         with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
             return b"".join([bytes(chunk) for chunk in copy])
 
-    def fetch(self, table: str, asks: list[tuple[tuple[str, ...], set[Keys]]], *, owned: bool) -> Values | None:
-        """Take the rows of `table` not taken yet whose columns hold one of the values of any of `asks` (one query
-        for all of them where they are few enough); return the values of the walk's column sets in the rows taken
-        now, or None when there were none.
+    def fetch_round(self, asks: dict[str, list[Ask]], *, owned: bool) -> dict[str, Values]:
+        """One round of the walk: each table's rows that the asks name, the tables of a round shared between this
+        connection and a second one that reads the same snapshot (`second`), where there are two or more."""
+        tables = sorted(asks, key=lambda t: -sum(len(v) for _, v in asks[t]))
+        if self.second is None or not PARALLEL or len(tables) < 2:
+            got = {t: self.fetch(t, asks[t], owned=owned) for t in tables}
+            return {t: v for t, v in got.items() if v}
+        other = self.other_connection()
+        with ThreadPoolExecutor(1, thread_name_prefix="export") as pool:
+            theirs = {t: pool.submit(self.fetch, t, asks[t], owned=owned, conn=other) for t in tables[1::2]}
+            got = {t: self.fetch(t, asks[t], owned=owned) for t in tables[0::2]}
+            got.update({t: job.result() for t, job in theirs.items()})
+        return {t: v for t, v in got.items() if v}
 
-        The server does the work and answers with one row of arrays: the new rows' names, and for each column set
-        its distinct values among them, so no row of the table travels to the client before `collect`."""
+    def other_connection(self) -> Connection:
+        """The second connection, opened once: it imports this transaction's snapshot (pg_export_snapshot), so both
+        read the same moment."""
+        if self.other is None:
+            assert self.second is not None
+            row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert row is not None
+            other = self.second()
+            other.isolation_level = IsolationLevel.REPEATABLE_READ
+            other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(row[0]))))
+            for statement in SESSION:
+                other.execute(statement)
+            self.other = other
+        return self.other
+
+    def close(self) -> None:
+        if self.other is not None:
+            self.other.close()
+            self.other = None
+
+    def fetch(self, table: str, asks: list[Ask], *, owned: bool, conn: Connection | None = None) -> Values | None:
+        """Read the rows of `table` not taken yet whose columns hold one of the values of any of `asks` (one query
+        for all of them where they are few enough), as they go into the file; return the values of the walk's
+        column sets in them, or None when there were none. Each row of the slice is read once."""
         part = self.part(table)
         info = part.info
         taken = part.owned | part.reference
         skip = sql.SQL(" AND NOT {}").format(part.named(taken)) if taken else sql.SQL("")
-        columns = list(dict.fromkeys([*part.identity, *(c for s in part.sets for c in s)]))
-        alias = {c: sql.Identifier(f"k{i}") for i, c in enumerate(columns)}
-        read = sql.SQL(", ").join(sql.SQL("{} AS {}").format(as_text(c), alias[c]) for c in columns)
-        aggregates = [
-            sql.SQL("(SELECT {} FROM f) s0").format(
-                sql.SQL(", ").join(sql.SQL("array_agg({})").format(alias[c]) for c in part.identity)
-            )
-        ]
-        for n, cols in enumerate(part.sets, 1):
-            aggregates.append(
-                sql.SQL("(SELECT {} FROM (SELECT DISTINCT {} FROM f WHERE {}) d) {}").format(
-                    sql.SQL(", ").join(sql.SQL("array_agg({})").format(alias[c]) for c in cols),
-                    sql.SQL(", ").join(alias[c] for c in cols),
-                    sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(alias[c]) for c in cols),
-                    sql.Identifier(f"s{n}"),
-                )
-            )
-        wanted = [
-            (columns, [tuple(str(v) for v in value) for value in values if None not in value])
-            for columns, values in asks
-        ]
-        wanted = [(columns, values) for columns, values in wanted if values]
+        wanted = [(columns, list(values)) for columns, values in asks if values]
         if sum(len(values) for _, values in wanted) <= BATCH:
             batches = [wanted]
         else:
             batches = [[(c, v[start : start + BATCH])] for c, v in wanted for start in range(0, len(v), BATCH)]
         found: Values = {}
-        names: set[Keys] = set()
+        names: list[Keys] = []
+        role = "owned" if owned else "reference"
         for batch in batches:
             if not batch:
                 continue
             where = sql.SQL(" OR ").join(sql.SQL("({})").format(matching(info, c, v)) for c, v in batch)
-            query = sql.SQL("WITH f AS MATERIALIZED (SELECT {} FROM {} WHERE ({}){}) SELECT * FROM {}").format(
-                read, info.source, where, skip, sql.SQL(", ").join(aggregates)
-            )
-            self.queries += 1
-            row = self.conn.execute(query).fetchone()
-            assert row is not None
-            arrays = list(row)
-            names.update(zip(*[arrays.pop(0) or [] for _ in part.identity], strict=True))
-            for cols in part.sets:
-                got = [arrays.pop(0) or [] for _ in cols]
-                found.setdefault(cols, set()).update(zip(*got, strict=True))
-        names -= taken
+            where = sql.SQL("({}){}").format(where, skip)
+            data = self.select(info, where, own=owned, named=not info.primary_key, conn=conn)
+            data, new = self.parse(part, data, found, taken if len(batches) > 1 else None)
+            self.read.setdefault((table, role), []).append(data)
+            names += new
+            if len(batches) > 1:
+                taken = taken | set(new)
         if not names:
             return None
-        found[part.identity] = names
-        part.add(list(names), found, owned)
+        found[part.identity] = set(names)
+        part.add(names, found, owned)
         return found
+
+    def parse(self, part: Part, data: bytes, found: Values, taken: set[Keys] | None) -> tuple[bytes, list[Keys]]:
+        """The rows' names and the values of the walk's column sets (into `found`), from their COPY text; the text
+        without the rows in `taken` (a row two batches both found) and the leading names of a table without a key."""
+        info = part.info
+        lines = split_lines(data)
+        if not lines:
+            return b"", []
+        lead = 0 if info.primary_key else len(part.identity)  # ctid (tableoid) first, where there is no key
+        name_at = [info.index(c) + lead for c in info.primary_key] or list(range(lead))
+        set_at = [(cols, [info.index(c) + lead for c in cols]) for cols in part.sets]
+        last = max([*name_at, *(j for _, at in set_at for j in at)]) + 1
+        rows = [line.split(b"\t", last) for line in lines]
+        names: list[Keys]
+        if len(name_at) == 1:  # zip of one column: its values as 1-tuples, at C speed
+            plain = part.identity[0] == "ctid" or plain_type(info, part.identity[0])
+            names = list(zip(map(bytes.decode if plain else decode_text, map(itemgetter(name_at[0]), rows))))
+        else:
+            names = [tuple([decode_text(r[i]) for i in name_at]) for r in rows]
+        keep: list[int] | None = None
+        if taken is not None:
+            seen = set(taken)
+            keep = []
+            for n, name in enumerate(names):
+                if name not in seen:
+                    seen.add(name)
+                    keep.append(n)
+            names = [names[n] for n in keep]
+            lines = [lines[n] for n in keep]
+            rows = [rows[n] for n in keep]
+        for cols, at in set_at:
+            values: set[Keys]
+            if len(at) == 1:
+                (j,) = at
+                raw = set(map(itemgetter(j), rows))
+                raw.discard(NULL)
+                values = set(zip(map(bytes.decode if plain_type(info, cols[0]) else decode_text, raw)))
+            else:
+                tuples = {tuple([r[j] for j in at]) for r in rows}
+                values = {tuple([decode_text(v) for v in t]) for t in tuples if NULL not in t}
+            found.setdefault(cols, set()).update(values)
+        if lead:
+            lines = [line.split(b"\t", lead)[lead] for line in lines]
+        elif keep is None:
+            return data, names
+        return b"".join(line + b"\n" for line in lines), names
 
     def walk(self, key: str) -> None:
         """The user's row, every row that belongs to them, then every row those point at (slice.py): names only.
@@ -307,14 +379,14 @@ class Export:
             if got := self.fetch(table, [((column,), {(self.root_key,)})], owned=True):
                 fresh[table] = got
         while fresh:  # owned rows: towards the user, to a fixed point
-            asks: dict[str, list[tuple[tuple[str, ...], set[Keys]]]] = {}
+            asks: dict[str, list[Ask]] = {}
             for parent, values in fresh.items():
                 for fk in self.graph.referencing(parent):
                     if fk.table == self.users.table or fk.table in owners:
                         continue
                     if wanted := values.get(fk.parent_columns):
                         asks.setdefault(fk.table, []).append((fk.columns, wanted))
-            fresh = {t: new for t, a in asks.items() if (new := self.fetch(t, a, owned=True))}
+            fresh = self.fetch_round(asks, owned=True)
         fresh = {t: dict(p.values) for t, p in list(self.parts.items()) if p.owned}
         while fresh:  # reference rows: what the slice points at, upwards only
             asks = {}
@@ -323,55 +395,13 @@ class Export:
                     wanted = values.get(fk.columns, set()) - self.part(fk.parent).taken_values(fk.parent_columns)
                     if wanted:
                         asks.setdefault(fk.parent, []).append((fk.parent_columns, wanted))
-            fresh = {t: new for t, a in asks.items() if (new := self.fetch(t, a, owned=False))}
+            fresh = self.fetch_round(asks, owned=False)
 
-    def collect(self, second: Callable[[], Connection] | None = None) -> None:
-        """Every row the walk named, read in the same snapshot by its identity (sanitized from PROD).
-
-        A large slice is read on two connections at once: `second` opens the other one, which imports this
-        transaction's snapshot (pg_export_snapshot), so both read the same moment."""
-        jobs = [
-            (part, role, list(taken)[start : start + BATCH])
-            for part in self.parts.values()
-            for role, taken in (("owned", part.owned), ("reference", part.reference))
-            for start in range(0, len(taken), BATCH)
-        ]
-        jobs.sort(key=lambda job: -len(job[2]))
-        read: dict[tuple[str, str], list[bytes]] = {}
-
-        def run(share: list[tuple[Part, str, list[Keys]]], conn: Connection) -> None:
-            for part, role, names in share:
-                data = self.select(part.info, part.named(names), own=role == "owned", conn=conn)
-                read.setdefault((part.info.name, role), []).append(data)
-
-        total = sum(len(names) for _, _, names in jobs)
-        if second is None or total < PARALLEL_FROM or len(jobs) < 2:
-            run(jobs, self.conn)
-        else:
-            row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
-            assert row is not None
-            mine: list[tuple[Part, str, list[Keys]]] = []
-            theirs: list[tuple[Part, str, list[Keys]]] = []
-            for job in jobs:  # the largest first, each to the lighter side
-                side = mine if sum(len(j[2]) for j in mine) <= sum(len(j[2]) for j in theirs) else theirs
-                side.append(job)
-            with second() as other, ThreadPoolExecutor(1, thread_name_prefix="export") as pool:
-                other.isolation_level = IsolationLevel.REPEATABLE_READ
-                other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(str(row[0]))))
-                for statement in SESSION:
-                    other.execute(statement)
-                done = pool.submit(run, theirs, other)
-                run(mine, self.conn)
-                done.result()
+    def collect(self) -> None:
+        """The rows the walk read, per table and role, as the file holds them."""
         for part in self.parts.values():
-            for role, taken in (("owned", part.owned), ("reference", part.reference)):
-                part.data[role] = b"".join(read.get((part.info.name, role), []))
-                got = part.data[role].count(b"\n")
-                if got != len(taken):
-                    raise Failed(
-                        f"{part.info.name}: {got:,} rows read where the walk found {len(taken):,} in the same snapshot",
-                        "run the export again",
-                    )
+            for role in ("owned", "reference"):
+                part.data[role] = b"".join(self.read.get((part.info.name, role), []))
 
 
 def default_out(ctx: TaskContext, key: str) -> Path:
@@ -422,9 +452,13 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
             require_kept_keys(graph, rules)
         revision = current_revision(conn)
         run = Export(conn, graph, users, rules, raw_own=raw and sanitize, row_owners=row_owners(settings))
-        with gc_paused():
-            run.walk(user)
-            run.collect(lambda: source.connect(read_only=True, options=options))
+        run.second = lambda: source.connect(read_only=True, options=options)
+        try:
+            with gc_paused():
+                run.walk(user)
+                run.collect()
+        finally:
+            run.close()
         conn.rollback()
     parts = [p for p in run.parts.values() if p.owned or p.reference]
     exported_key = exported_user_key(run)
@@ -450,7 +484,7 @@ def export_task(ctx: TaskContext, *, user: str, out: str | None, raw: bool) -> i
     tables = []
     for p in parts:
         data = TableData(p.info.name, p.info.columns)
-        data.rows["owned"], data.rows["reference"] = (split_lines(p.data.get(r, b"")) for r in ("owned", "reference"))
+        data.text = {role: p.data.get(role, b"") for role in ROLES}
         tables.append(data)
     written = write_export(path, manifest, tables, signing.signer(settings))
     rows = sum(t["owned"]["rows"] + t["reference"]["rows"] for t in written["tables"])

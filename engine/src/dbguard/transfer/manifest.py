@@ -82,6 +82,7 @@ class TableData:
     name: str  # schema.table
     columns: tuple[str, ...]
     rows: dict[str, list[bytes]] = field(default_factory=lambda: {role: [] for role in ROLES})
+    text: dict[str, bytes] = field(default_factory=dict)  # role -> its rows as one COPY text, instead of `rows`
 
 
 @dataclass
@@ -106,10 +107,14 @@ def write_export(
     for index, table in enumerate(tables):
         entry: dict[str, Any] = {"name": table.name, "columns": list(table.columns)}
         for role in ROLES:
-            lines = table.rows[role]
-            data = b"".join(line + b"\n" for line in lines)
+            if role in table.text:  # a row's own newlines are escaped: one line per row
+                data = table.text[role]
+                count = data.count(b"\n")
+            else:
+                data = b"".join(line + b"\n" for line in table.rows[role])
+                count = len(table.rows[role])
             name = _member(index, table.name, role)
-            entry[role] = {"member": name, "rows": len(lines), "sha256": hashlib.sha256(data).hexdigest()}
+            entry[role] = {"member": name, "rows": count, "sha256": hashlib.sha256(data).hexdigest()}
             members.append((name, data))
         listed.append(entry)
     manifest = {**manifest, "format": FORMAT, "tables": listed}
