@@ -317,3 +317,30 @@ def test_two_tiers_on_one_server_never_share_or_touch_each_others_roles(tiers: T
     assert tiers.sql(Tier.INT, reach.format("app_stg_app")) == "f"
     assert tiers.sql(Tier.INT, reach.format("app_stg_migrator")) == "f"
     assert tiers.sql(Tier.STG, reach.format("app_int_worker")) == "f"
+
+
+def test_a_components_session_idle_in_a_transaction_is_ended_by_the_server(tiers: Tiers) -> None:
+    """A worker that opened a transaction and hung holds its locks no longer than COMPONENT_IDLE_TIMEOUT."""
+    import time
+
+    migrate(tiers, Tier.STG)
+    settings = tiers.settings.with_values(
+        STG_APP_DATABASE_PASSWORD="a-1", STG_WORKER_DATABASE_PASSWORD="w-1", COMPONENT_IDLE_TIMEOUT="1s"
+    )
+    result = roles(settings)
+    assert result.code == 0 and "idle_in_transaction_session_timeout: " in result.text, result.text
+    assert "-> 1s" in result.text  # from none on a new server, from another value where a test set one
+    config = "SELECT array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname = 'app_stg_worker_login'"
+    assert tiers.local.psql("postgres", config) == "idle_in_transaction_session_timeout=1s"
+    conn = connect(component_target(settings, Tier.STG, "worker"))
+    try:
+        conn.execute("SELECT count(*) FROM users")  # a transaction opened (psycopg's default) and left idle
+        time.sleep(2.0)
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            conn.execute("SELECT 1")
+    finally:
+        conn.close()
+    assert "nothing to change" in roles(settings).text
+    again = roles(tiers.settings.with_values(STG_APP_DATABASE_PASSWORD="a-1", STG_WORKER_DATABASE_PASSWORD="w-1"))
+    assert "idle_in_transaction_session_timeout: 1s -> 60s" in again.text  # the default
+    assert tiers.local.psql("postgres", config) == "idle_in_transaction_session_timeout=60s"

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, str] = {
     "AUDIT_LOG": "logs/database_audit.jsonl",
     "BACKUP_DIR": "backups",
     "BACKUP_KEEP": "10",
+    "COMPONENT_IDLE_TIMEOUT": "60s",  # db.roles: a component's session idle inside a transaction is ended after this
     "EMBEDDED_PG_DIR": ".local/postgres",
     "EMBEDDED_PG_PORT": "54329",
     "EXPORT_KEY_FILE": ".local/export-key",  # signs the manifests of db.export-user's files (made on first use)
@@ -175,6 +176,7 @@ def check_values(settings: Settings) -> None:
         "MIGRATION_STATEMENT_TIMEOUT",
         "IMPORT_LOCK_TIMEOUT",
         "IMPORT_STATEMENT_TIMEOUT",
+        "COMPONENT_IDLE_TIMEOUT",
     ):
         raw = settings.get(key)
         if not _DURATION.match(raw.strip()):

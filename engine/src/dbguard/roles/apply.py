@@ -172,7 +172,15 @@ def roles_task(ctx: TaskContext) -> int:
         given = component_password(settings, tier, component, embedded=target.embedded)
         if given is not None:
             passwords[component] = (given, source_of(settings, tier, component, embedded=target.embedded))
-    wanted = Wanted(names, base.matrix, passwords, reader, applying=True, parents=base.parents)
+    wanted = Wanted(
+        names,
+        base.matrix,
+        passwords,
+        reader,
+        applying=True,
+        parents=base.parents,
+        idle_timeout=settings.get("COMPONENT_IDLE_TIMEOUT"),
+    )
     with target.connect(read_only=ctx.dry_run) as conn:
         state = read(conn, wanted)
         if reader and reader not in state.roles:

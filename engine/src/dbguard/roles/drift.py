@@ -67,7 +67,14 @@ def check_roles(settings: Settings) -> list[Finding]:
             continue
         label = tier.value.upper()
         names = role_names(settings, tier)
-        wanted = Wanted(names, base.matrix, None, reader_of(settings, tier, target), parents=base.parents)
+        wanted = Wanted(
+            names,
+            base.matrix,
+            None,
+            reader_of(settings, tier, target),
+            parents=base.parents,
+            idle_timeout=settings.get("COMPONENT_IDLE_TIMEOUT"),
+        )
         try:
             with report_target(settings, target).connect(read_only=True, timeout=5) as conn:
                 state = read(conn, wanted)

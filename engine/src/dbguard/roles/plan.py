@@ -62,6 +62,7 @@ class Wanted:
     reader: str | None = None  # PROD: the tools' read-only role
     roles: bool = True  # False: this database's objects only (the roles exist already)
     applying: bool = False  # True: the connected role is the one to apply the plan (it must be able to hand over)
+    idle_timeout: str | None = None  # login roles: idle_in_transaction_session_timeout (COMPONENT_IDLE_TIMEOUT)
     # rows_via: table -> (its column, the parent table, the parent's column)
     parents: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
@@ -132,6 +133,23 @@ def _role(name: str, have: RoleRow | None, login: bool) -> list[Change]:
             cluster=True,
         )
     ]
+
+
+IDLE_SETTING = "idle_in_transaction_session_timeout"
+
+
+def _idle_timeout(name: str, have: RoleRow | None, value: str | None) -> list[Change]:
+    """A component's session left idle inside a transaction (holding its locks) is ended by the server."""
+    if value is None:
+        return []
+    current = {c for c in (have.config if have else frozenset()) if c.startswith(IDLE_SETTING + "=")}
+    if current == {f"{IDLE_SETTING}={value}"}:
+        return []
+    step = sql.SQL("ALTER ROLE {} SET {} = {}").format(
+        sql.Identifier(name), sql.Identifier(IDLE_SETTING), sql.Literal(value)
+    )
+    was = ", ".join(sorted(c.split("=", 1)[1] for c in current)) or "none"
+    return [Change("role", name, f"{IDLE_SETTING}: {was} -> {value}", (step,), cluster=True)]
 
 
 def _membership(member: str, have: RoleRow | None, want: frozenset[str]) -> list[Change]:
@@ -211,6 +229,7 @@ def plan(state: State, wanted: Wanted) -> list[Change]:
             out += _role(group, state.roles.get(group), login=False)
             out += _membership(group, state.roles.get(group), frozenset())
             out += _role(login, state.roles.get(login), login=True)
+            out += _idle_timeout(login, state.roles.get(login), wanted.idle_timeout)
             out += _membership(login, state.roles.get(login), frozenset({group}))
             given = (wanted.passwords or {}).get(component)
             out += _password(login, state, given, new=login not in state.roles)

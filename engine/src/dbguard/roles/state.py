@@ -33,6 +33,7 @@ class RoleRow:
     bypassrls: bool
     replication: bool
     member_of: frozenset[str]
+    config: frozenset[str] = frozenset()  # ALTER ROLE ... SET settings, as "name=value"
 
     @property
     def powers(self) -> list[str]:
@@ -90,10 +91,11 @@ def read_state(conn: Connection, schemas: Iterable[str], roles: Iterable[str]) -
     ).fetchone()
     assert row is not None
     state = State(str(row[0]), str(row[1]), bool(row[2]))
-    for name, login, superuser, createrole, createdb, bypassrls, replication, member_of in conn.execute(
+    for name, login, superuser, createrole, createdb, bypassrls, replication, member_of, config in conn.execute(
         "SELECT r.rolname, r.rolcanlogin, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, "
         "r.rolreplication, ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-        "WHERE m.member = r.oid ORDER BY 1) FROM pg_roles r WHERE r.rolname = ANY(%s) OR r.rolname = current_user",
+        "WHERE m.member = r.oid ORDER BY 1), coalesce(r.rolconfig, '{}') FROM pg_roles r "
+        "WHERE r.rolname = ANY(%s) OR r.rolname = current_user",
         (roles,),
     ).fetchall():
         state.roles[str(name)] = RoleRow(
@@ -104,6 +106,7 @@ def read_state(conn: Connection, schemas: Iterable[str], roles: Iterable[str]) -
             bool(bypassrls),
             bool(replication),
             frozenset(member_of),
+            frozenset(config),
         )
     args = {"s": schemas}
     state.schema_owner = {
