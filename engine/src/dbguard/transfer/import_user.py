@@ -67,6 +67,7 @@ class Pending:
     role: str
     old: list[bytes]
     new: list[bytes]
+    line: bytes  # the file's line: what is written where `new` is still `old`
     fate: str = ""  # remembered, matched, insert
 
 
@@ -91,6 +92,7 @@ class Import:
     failures: dict[str, list[str]] = field(default_factory=dict)
     deferred_rows: dict[ForeignKey, list[tuple[Key, Key]]] = field(default_factory=dict)  # (new pk, old fk value)
     inserted_keys: dict[str, list[str]] = field(default_factory=dict)
+    unchanged: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)  # maps where every key stayed the same
     env: str = ""
     settings: Settings | None = None
     held: set[str] = field(default_factory=set)  # tables locked against the app's inserts (sequence moved)
@@ -164,6 +166,8 @@ class Import:
                         for i in at:
                             row.new[i] = NULL
                 continue
+            if len(at) == 1 and (fk.parent, fk.parent_columns) in self.unchanged:
+                continue  # every parent row kept its key: the references stay as they are
             if len(at) == 1:
                 (i,) = at
                 for row in rows:
@@ -235,9 +239,10 @@ class Import:
         info, data = self.graph.table(name), self.file.tables[name]
         counts = self.counts.setdefault(name, Counts())
         rows = [
-            Pending(role, fields, list(fields))
+            Pending(role, fields, list(fields), line)
             for role in ("owned", "reference")
-            for fields in (line.split(b"\t") for line in data.rows[role])
+            for line in data.rows[role]
+            for fields in (line.split(b"\t"),)
         ]
         counts.rows = len(rows)
         idents = self.idents(info, rows)
@@ -282,14 +287,23 @@ class Import:
         for i in inserts:
             rows[i].fate = "insert"
             target_of[i] = rows[i].new
+        targets = [target_of[i] for i in range(len(rows))]
         for columns in self.graph.referenced_sets(name):
             at = [info.index(c) for c in columns]
             mapping = self.maps.setdefault((name, columns), {})
-            for i, row in enumerate(rows):
-                mapping[tuple(row.old[j] for j in at)] = tuple(target_of[i][j] for j in at)
+            olds = zip(*[[row.old[j] for row in rows] for j in at], strict=True)
+            mapping.update(zip(olds, zip(*[[t[j] for t in targets] for j in at], strict=True), strict=True))
+            if all(k == v for k, v in mapping.items()):
+                self.unchanged.add((name, columns))
+            else:
+                self.unchanged.discard((name, columns))
         pk_at = info.at(info.primary_key)
-        for i, ident in enumerate(idents):
-            remembered[ident] = b"\t".join([target_of[i][j] for j in pk_at]).decode() if pk_at else ""
+        if len(pk_at) == 1:
+            (j,) = pk_at
+            remembered.update(zip(idents, [t[j].decode() for t in targets], strict=True))
+        else:
+            for ident, target in zip(idents, targets, strict=True):
+                remembered[ident] = b"\t".join([target[j] for j in pk_at]).decode() if pk_at else ""
         for fk in deferred:
             if fk.table == name and info.primary_key:
                 at = [info.index(c) for c in fk.columns]
@@ -298,7 +312,7 @@ class Import:
                     for i in inserts
                     if NULL not in (rows[i].old[j] for j in at)
                 ]
-        self.insert(info, [rows[i].new for i in inserts])
+        self.insert(info, [r.line if r.new == r.old else b"\t".join(r.new) for r in (rows[i] for i in inserts)])
 
     def freshen_uniques(self, info: TableInfo, rows: list[Pending]) -> None:
         """--as: the user's own rows whose UNIQUE text (a handle, a username) is taken in the target get it made
@@ -362,11 +376,15 @@ class Import:
             else set()
         )
         clash: list[Pending] = []
-        for row, value in zip(rows, values, strict=True):
-            if value in used:
-                clash.append(row)
-            else:
-                used.add(value)
+        if used or len(set(values)) != len(values):
+            for row, value in zip(rows, values, strict=True):
+                if value in used:
+                    clash.append(row)
+                else:
+                    used.add(value)
+        if not clash:
+            counts.kept += len(rows)
+            return
         keys = KeyMaker(self.conn, generator, self.writing)
         if clash and generator != "uuid":
             self.hold(info.name)
@@ -396,7 +414,7 @@ class Import:
         low, high = (int(row[0]), int(row[1])) if kind.category == "N" else (str(row[0]), str(row[1]))
         return not (max(ours) < low or min(ours) > high)  # type: ignore[operator]
 
-    def insert(self, info: TableInfo, rows: list[list[bytes]]) -> None:
+    def insert(self, info: TableInfo, rows: list[bytes]) -> None:
         """COPY the rows in, under a savepoint; rows that do not fit are counted, by constraint, and reported."""
         if not rows or not self.writing:
             return
@@ -408,19 +426,17 @@ class Import:
         try:
             with self.conn.transaction(), self.conn.cursor().copy(copy_sql) as copy:
                 for start in range(0, len(rows), BATCH):
-                    copy.write(b"".join(b"\t".join(r) + b"\n" for r in rows[start : start + BATCH]))
+                    copy.write(b"\n".join(rows[start : start + BATCH]) + b"\n")
         except psycopg.Error as exc:
             self.report_rows(info, rows, copy_sql, exc)
 
-    def report_rows(
-        self, info: TableInfo, rows: list[list[bytes]], copy_sql: sql.Composed, first: psycopg.Error
-    ) -> None:
+    def report_rows(self, info: TableInfo, rows: list[bytes], copy_sql: sql.Composed, first: psycopg.Error) -> None:
         why: dict[str, int] = {}
         tried = rows[:REPORT_ROWS]
         for row in tried:
             try:
                 with self.conn.transaction(), self.conn.cursor().copy(copy_sql) as copy:
-                    copy.write(b"\t".join(row) + b"\n")
+                    copy.write(row + b"\n")
             except psycopg.Error as exc:
                 diag = exc.diag
                 what = diag.constraint_name or (diag.message_primary or str(exc)).splitlines()[0]
