@@ -19,6 +19,7 @@ import hashlib
 import re
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,8 @@ class Import:
     deferred_rows: dict[ForeignKey, list[tuple[Key, Key]]] = field(default_factory=dict)  # (new pk, old fk value)
     inserted_keys: dict[str, list[str]] = field(default_factory=dict)
     unchanged: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)  # maps where every key stayed the same
+    pool: ThreadPoolExecutor | None = None  # where a table's COPY runs while the next one is prepared
+    pending: Future[None] | None = None
     env: str = ""
     settings: Settings | None = None
     held: set[str] = field(default_factory=set)  # tables locked against the app's inserts (sequence moved)
@@ -415,9 +418,25 @@ class Import:
         return not (max(ours) < low or min(ours) > high)  # type: ignore[operator]
 
     def insert(self, info: TableInfo, rows: list[bytes]) -> None:
-        """COPY the rows in, under a savepoint; rows that do not fit are counted, by constraint, and reported."""
+        """COPY the rows in (`copy_in`): on `pool`'s thread where there is one, so the server writes them (indexes,
+        foreign-key checks) while the next table is prepared here; the connection's lock keeps this side's next
+        query waiting until the COPY is over."""
         if not rows or not self.writing:
             return
+        if self.pool is None:
+            self.copy_in(info, rows)
+            return
+        self.wait()
+        self.pending = self.pool.submit(self.copy_in, info, rows)
+
+    def wait(self) -> None:
+        """The COPY under way, over (its error raised here)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def copy_in(self, info: TableInfo, rows: list[bytes]) -> None:
+        """COPY the rows in, under a savepoint; rows that do not fit are counted, by constraint, and reported."""
         copy_sql = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
             sql.Identifier(info.live.schema),
             sql.Identifier(info.live.name),
@@ -625,9 +644,16 @@ def plan_import(
 ) -> tuple[Import, list[str]]:
     run = prepare(ctx, conn, file, path, users, as_, user_key, writing=writing)
     order, deferred = run.order()
-    with gc_paused():
-        for name in order:
-            run.place(name, deferred)
+    with gc_paused(), ThreadPoolExecutor(1, thread_name_prefix="import") as pool:
+        run.pool = pool
+        try:
+            for name in order:
+                run.place(name, deferred)
+            if writing:
+                run.memory.packed()  # while the last COPY runs
+        finally:
+            run.pool = None
+            run.wait()
     run.set_deferred()
     if not run.failures:
         run.move_sequences()

@@ -47,6 +47,7 @@ class KeyMemory:
     user_key: str
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     loaded: dict[str, dict[str, str]] = field(default_factory=dict)
+    changed: dict[str, str] | None = None  # table -> its keys packed, where they changed (`packed`)
 
     @classmethod
     def load(cls, conn: Connection, origin: str, user_key: str) -> KeyMemory:
@@ -64,9 +65,15 @@ class KeyMemory:
     def of(self, table: str) -> dict[str, str]:
         return self.tables.setdefault(table, {})
 
+    def packed(self) -> dict[str, str]:
+        """The tables whose keys changed, packed (once: db.import-user packs them while its last COPY runs)."""
+        if self.changed is None:
+            self.changed = {t: pack(k) for t, k in self.tables.items() if k and k != self.loaded.get(t)}
+        return self.changed
+
     def save(self, conn: Connection) -> int:
         """Write the tables whose keys changed; return how many."""
-        changed = {t: k for t, k in self.tables.items() if k and k != self.loaded.get(t)}
+        changed = self.packed()
         if not changed:
             return 0
         conn.execute(CREATE_MEMORY)
@@ -76,7 +83,7 @@ class KeyMemory:
                     "INSERT INTO {} (origin, user_key, table_name, keys) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (origin, user_key, table_name) DO UPDATE SET keys = excluded.keys, updated_at = now()"
                 ).format(MEMORY),
-                (self.origin, self.user_key, table, pack(keys)),
+                (self.origin, self.user_key, table, keys),
             )
         return len(changed)
 
