@@ -95,6 +95,7 @@ class Import:
     inserted_keys: dict[str, list[str]] = field(default_factory=dict)
     unchanged: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)  # maps where every key stayed the same
     pool: ThreadPoolExecutor | None = None  # where a table's COPY runs while the next one is prepared
+    bounds: dict[str, tuple[str | None, str | None] | None] = field(default_factory=dict)  # read_bounds
     pending: Future[None] | None = None
     env: str = ""
     settings: Settings | None = None
@@ -139,6 +140,7 @@ class Import:
     # -- the target's rows -------------------------------------------------------------------
     def lookup(self, info: TableInfo, columns: tuple[str, ...], keys: Iterable[Key]) -> dict[Key, list[bytes]]:
         """The target's rows whose `columns` hold one of `keys` (COPY text), by those columns' fields."""
+        self.wait()  # never while a COPY (and its savepoint) is under way
         at = [info.index(c) for c in columns]
         wanted = [tuple(str(decode_field(v)) for v in key) for key in set(keys) if NULL not in key]
         found: dict[Key, list[bytes]] = {}
@@ -388,6 +390,7 @@ class Import:
         if not clash:
             counts.kept += len(rows)
             return
+        self.wait()
         keys = KeyMaker(self.conn, generator, self.writing)
         if clash and generator != "uuid":
             self.hold(info.name)
@@ -406,16 +409,34 @@ class Import:
         kind = info.column(column)
         if not values or not (kind.category == "N" or kind.base_type == "uuid"):
             return True
-        row = self.conn.execute(
-            sql.SQL("SELECT min(t.{0}{1})::text, max(t.{0}{1})::text FROM {2}").format(
-                sql.Identifier(column), sql.SQL("::text" if kind.base_type == "uuid" else ""), info.source
-            )
-        ).fetchone()
-        if row is None or row[0] is None:
+        row = self.bounds[info.name] if info.name in self.bounds else self.key_range(info, column)
+        if row is None or row[0] is None or row[1] is None:
             return False
         ours = [int(v) for v in values] if kind.category == "N" else [v.decode() for v in values]
         low, high = (int(row[0]), int(row[1])) if kind.category == "N" else (str(row[0]), str(row[1]))
         return not (max(ours) < low or min(ours) > high)  # type: ignore[operator]
+
+    def key_range(self, info: TableInfo, column: str) -> tuple[str | None, str | None] | None:
+        """The target's smallest and largest key in `column` (text), by one look at its index."""
+        uuid = info.column(column).base_type == "uuid"
+        self.wait()
+        row = self.conn.execute(
+            sql.SQL("SELECT min(t.{0}{1})::text, max(t.{0}{1})::text FROM {2}").format(
+                sql.Identifier(column), sql.SQL("::text" if uuid else ""), info.source
+            )
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def read_bounds(self, order: Sequence[str]) -> None:
+        """Every table's key range, before any row is written: a table's own rows do not change until its turn,
+        and then its preparation need not wait for the COPY of the table before it."""
+        for name in order:
+            info = self.graph.table(name)
+            maker = info.key_maker
+            if maker is not None and self.file.tables[name].rows:
+                kind = info.column(maker[0])
+                if kind.category == "N" or kind.base_type == "uuid":
+                    self.bounds[name] = self.key_range(info, maker[0])
 
     def insert(self, info: TableInfo, rows: list[bytes]) -> None:
         """COPY the rows in (`copy_in`): on `pool`'s thread where there is one, so the server writes them (indexes,
@@ -430,7 +451,8 @@ class Import:
         self.pending = self.pool.submit(self.copy_in, info, rows)
 
     def wait(self) -> None:
-        """The COPY under way, over (its error raised here)."""
+        """The COPY under way, over (its error raised here): before this side uses the connection again, since a COPY
+        that failed leaves the transaction aborted until its savepoint is rolled back."""
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.result()
@@ -644,6 +666,7 @@ def plan_import(
 ) -> tuple[Import, list[str]]:
     run = prepare(ctx, conn, file, path, users, as_, user_key, writing=writing)
     order, deferred = run.order()
+    run.read_bounds(order)
     with gc_paused(), ThreadPoolExecutor(1, thread_name_prefix="import") as pool:
         run.pool = pool
         try:
