@@ -16,6 +16,7 @@ Foreign keys in a cycle are written as NULL first and set once every table is in
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -298,7 +299,7 @@ class Import:
             mapping = self.maps.setdefault((name, columns), {})
             olds = zip(*[[row.old[j] for row in rows] for j in at], strict=True)
             mapping.update(zip(olds, zip(*[[t[j] for t in targets] for j in at], strict=True), strict=True))
-            if all(k == v for k, v in mapping.items()):
+            if all(map(operator.eq, mapping.keys(), mapping.values())):
                 self.unchanged.add((name, columns))
             else:
                 self.unchanged.discard((name, columns))
@@ -629,8 +630,9 @@ def import_task(ctx: TaskContext, *, from_: str, as_: str | None) -> int:
         steps = ["back up the target"] if ctx.clearance.rule.backup_first else []
         ctx.out.plan(", then ".join([*steps, "insert these rows in one transaction"]))
         return 0
-    with ctx.target.connect(read_only=True) as conn:
-        prepare(ctx, conn, file, path, users, as_, user_key, writing=False).preflight()
+    if ctx.clearance.rule.backup_first:  # without a backup, the import's own check of the user refuses as early
+        with ctx.target.connect(read_only=True) as conn:
+            prepare(ctx, conn, file, path, users, as_, user_key, writing=False).preflight()
     with exclusive(ctx.target, "import a user"):
         if ctx.clearance.rule.backup_first:
             backup = take_backup(ctx.settings, ctx.target, ctx.out, reason="before import-user")
