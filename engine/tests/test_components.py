@@ -17,7 +17,7 @@ from rich.console import Console
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
-from tests.support.components import LOGIN_PASSWORD, ready, with_passwords
+from tests.support.components import LOGIN_PASSWORD, given_passwords, ready, with_passwords
 from tests.support.setup import Tiers, base_environ, robot
 
 APP_LOGIN, WORKER_LOGIN = "app_stg_app_login", "app_stg_worker_login"  # STG's: each tier has its own roles
@@ -31,8 +31,7 @@ def output() -> tuple[Output, io.StringIO]:
 
 def as_process(settings: Settings, **environ: str) -> Settings:
     """The app's process: a plain environment holding `environ` and the PROD login passwords it was given."""
-    given = {k: v for k, v in settings.environ.items() if k.endswith("_DATABASE_PASSWORD")}
-    return replace(settings, environ=base_environ() | given | environ)
+    return replace(settings, environ=base_environ() | given_passwords(settings) | environ)
 
 
 def refused(statement: str, conn) -> bool:  # type: ignore[no-untyped-def]

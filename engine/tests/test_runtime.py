@@ -15,7 +15,7 @@ from dbguard.settings import Settings
 from rich.console import Console
 from sqlalchemy import text
 
-from tests.support.components import ready
+from tests.support.components import given_passwords, ready
 from tests.support.setup import Tiers, base_environ, human, robot
 
 
@@ -31,12 +31,7 @@ def process(tiers: Tiers, *ready_tiers: Tier, **environ: str) -> Settings:
     settings = tiers.settings
     for tier in ready_tiers:
         settings = ready(tiers, tier)
-    return replace(settings, environ=base_environ() | passwords(settings) | environ)
-
-
-def passwords(settings: Settings) -> dict[str, str]:
-    """The PROD login passwords the process was given in its real environment (the only place they are read)."""
-    return {k: v for k, v in settings.environ.items() if k.endswith("_DATABASE_PASSWORD")}
+    return replace(settings, environ=base_environ() | given_passwords(settings) | environ)
 
 
 def test_the_app_gets_its_tiers_database_with_one_badge_and_one_audit_line(tiers: Tiers) -> None:
@@ -72,7 +67,7 @@ def test_prod_opens_for_an_allowed_process_or_a_human_who_types_its_name(tiers: 
     db = open_app_database(settings=allowed, caller=robot(), out=output()[0])
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT current_database()")).scalar() == name
-    typed = replace(allowed, environ=base_environ() | passwords(allowed) | {"USE_PROD_DATABASE": "1"})
+    typed = replace(allowed, environ=base_environ() | given_passwords(allowed) | {"USE_PROD_DATABASE": "1"})
     assert open_app_database(settings=typed, caller=human(name), out=output()[0]).tier is Tier.PROD
 
 

@@ -35,3 +35,8 @@ def ready(tiers: Tiers, tier: Tier) -> Settings:
     result = run(settings, "roles", tier.value, caller, roles_task)
     assert result.code == 0, result.text
     return settings
+
+
+def given_passwords(settings: Settings) -> dict[str, str]:
+    """The login passwords a process was given in its real environment (PROD's are read from nowhere else)."""
+    return {k: v for k, v in settings.environ.items() if k.endswith("_DATABASE_PASSWORD")}

@@ -36,7 +36,7 @@ from dbguard.ownership import bad_row_owners, matrix, missing, parents, undeclar
 from dbguard.roles.names import RoleNames, role_names
 from dbguard.roles.passwords import component_password, source_of
 from dbguard.roles.plan import Change, Wanted, missing_tables, plan
-from dbguard.roles.state import State, read_state
+from dbguard.roles.state import POWERS, State, read_state
 
 if TYPE_CHECKING:
     from dbguard.cli.console import Output
@@ -122,16 +122,13 @@ def component_problems(conn: Connection, names: RoleNames) -> list[str]:
     ).fetchall()
     found = []
     for name, su, createrole, createdb, bypass, replication, owned, create_db, schemas in rows:
-        flags = [w for f, w in zip((su, createrole, createdb, bypass, replication), _POWERS, strict=True) if f]
+        flags = [w for f, w in zip((su, createrole, createdb, bypass, replication), POWERS, strict=True) if f]
         what = [f"is {', '.join(flags)}"] if flags else []
         what += [f"owns {owned} object(s)"] if owned else []
         what += ["may create in the database"] if create_db else []
         what += [f"may create in schema {', '.join(schemas)}"] if schemas else []
         found += [f"{name}: {w}" for w in what]
     return found
-
-
-_POWERS = ("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION")
 
 
 def is_managed(conn: Connection, dbname: str, names: RoleNames) -> bool:
@@ -274,12 +271,9 @@ def regrant_after_migration(settings: Settings, tier: Tier, target: Cleared, out
     policies at once, instead of no grants until the next db.roles. A change the migrating role may not make
     (it cannot hand a table to the migrator) leaves the migration as it is and says what to run."""
     try:
-        with target.connect() as conn:
-            made = carry_roles(settings, tier, target, conn, out)
-            conn.commit()
+        return carry_roles_into(settings, tier, target, target, out)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fix = f"invoke db.roles --env {tier.value}"
         out.warn(f"grants not re-applied after the migration ({mask_text(first)}) -> {fix}")
         return 0
-    return made

@@ -24,6 +24,10 @@ PUBLIC = "PUBLIC"
 Key = tuple[str, str]  # (object, grantee)
 
 
+# the role attributes that let a role create or own more than its grants say
+POWERS = ("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION")
+
+
 @dataclass(frozen=True)
 class RoleRow:
     login: bool
@@ -39,8 +43,7 @@ class RoleRow:
     def powers(self) -> list[str]:
         """The attributes that let a role create or own more than its grants say."""
         flags = (self.superuser, self.createrole, self.createdb, self.bypassrls, self.replication)
-        words = ("SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION")
-        return [w for f, w in zip(flags, words, strict=True) if f]
+        return [w for f, w in zip(flags, POWERS, strict=True) if f]
 
 
 @dataclass(frozen=True)
