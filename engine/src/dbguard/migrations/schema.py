@@ -154,24 +154,25 @@ def apply(settings: Settings, target: Cleared, what: str, run: Callable[[SAConne
         except OpsError:
             raise
         except Exception as exc:
-            down = "downgrade" in what
-            outside = steps_outside(settings, target, down) if sqlstate(exc) == LOCK_NOT_AVAILABLE else None
+            locked = sqlstate(exc) == LOCK_NOT_AVAILABLE
+            now = _now(target) if locked else "?"
+            outside = steps_outside(settings, now, "downgrade" in what) if now != "?" else None
             if outside:
                 env = target.tier.value
                 raise Failed(
                     f"{what} failed: a table stayed locked beyond lock_timeout in revision {outside}, which steps "
                     f"outside its transaction (autocommit_block): what its block did is committed, so it is not "
-                    f"tried again; '{target.dbname}' is at {_now(target) or 'base'}",
+                    f"tried again; '{target.dbname}' is at {now or 'base'}",
                     f"check what the block changed, make it safe to run twice, then invoke db.migrate --env {env}",
                 ) from None
-            if sqlstate(exc) == LOCK_NOT_AVAILABLE and attempt < tries:
+            if locked and attempt < tries:
                 out.warn(
                     f"a table stayed busy beyond lock_timeout={settings.get('MIGRATION_LOCK_TIMEOUT')} "
                     f"(try {attempt} of {tries}): trying again"
                 )
                 time.sleep(min(attempt, 5))
                 continue
-            raise failure(target, exc, what, tries if sqlstate(exc) == LOCK_NOT_AVAILABLE else 0) from None
+            raise failure(target, exc, what, tries if locked else 0) from None
 
 
 def _now(target: Cleared) -> str | None:
@@ -182,12 +183,9 @@ def _now(target: Cleared) -> str | None:
         return "?"
 
 
-def steps_outside(settings: Settings, target: Cleared, downgrade: bool) -> str | None:
-    """The revision that failed, when it has an autocommit block: the one above where the database is
-    (an upgrade; any of them, on branches) or the one it is at (a downgrade); None otherwise."""
-    now = _now(target)
-    if now == "?":
-        return None
+def steps_outside(settings: Settings, now: str | None, downgrade: bool) -> str | None:
+    """The revision that failed, when it has an autocommit block: the one above `now`, where the database is
+    (an upgrade; any of them, on branches) or `now` itself (a downgrade); None otherwise."""
 
     def below(rev: Script) -> tuple[str, ...]:
         down = rev.down_revision
