@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -85,6 +86,27 @@ def test_up_and_down_tasks(project: Path) -> None:
     finally:
         down = invoke_cli("db.down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
+
+
+def test_a_changed_embedded_port_is_named_while_running_and_used_at_the_next_start(project: Path) -> None:
+    """The cluster was made on one port: running, another EMBEDDED_PG_PORT is refused with the fix (not an
+    endless 'start it with invoke db.up'); stopped, it starts on the port the settings say now."""
+    first = state_values(project) | {"EMBEDDED_PG_PORT": "54397"}
+    second = state_values(project) | {"EMBEDDED_PG_PORT": "54398"}
+    try:
+        assert invoke_cli("db.up", env=first).returncode == 0
+        moved = invoke_cli("db.up", env=second)
+        assert moved.returncode == 2 and "Traceback" not in moved.stderr
+        assert "runs on port 54397, and EMBEDDED_PG_PORT is 54398" in moved.stderr
+        assert "EMBEDDED_PG_PORT=54397 invoke db.down" in moved.stderr
+        assert invoke_cli("db.down", env=first).returncode == 0
+        up = invoke_cli("db.up", env=second)
+        assert up.returncode == 0, up.stderr
+        status = invoke_cli("db.status", env=second)
+        assert status.returncode == 0 and re.search(r"embedded:app_stg\s*│\s*yes", status.stdout), status.stdout
+    finally:
+        invoke_cli("db.down", env=second)
+        invoke_cli("db.down", env=first)
 
 
 def test_a_wrong_embedded_folder_is_never_emptied(project: Path, tmp_path: Path) -> None:

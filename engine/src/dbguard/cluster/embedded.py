@@ -338,6 +338,14 @@ class EmbeddedCluster:
         proc = self._run_as_owner([str(self.bindir() / "pg_ctl"), "status", "-D", str(self.data_dir)], timeout=30)
         return proc.returncode == 0
 
+    def running_port(self) -> int | None:
+        """The port the running server listens on (postmaster.pid's fourth line); None when unknown."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            return int(lines[3])
+        except (OSError, IndexError, ValueError):
+            return None
+
     def _prepare_home(self) -> None:
         if self.home.exists():
             return
@@ -411,6 +419,14 @@ class EmbeddedCluster:
         with self._lock():
             self.initialise()
             if self.is_running():
+                running = self.running_port()
+                if running not in (None, self.port):
+                    raise Refused(
+                        f"the embedded PostgreSQL in {self.home} runs on port {running}, and EMBEDDED_PG_PORT is "
+                        f"{self.port}",
+                        f"stop it first (EMBEDDED_PG_PORT={running} invoke db.down), or set EMBEDDED_PG_PORT back "
+                        f"to {running}",
+                    )
                 return False
             bindir = self.bindir()
             self._remove_other_copies(bindir)
@@ -427,6 +443,8 @@ class EmbeddedCluster:
                     str(self.data_dir),
                     "-l",
                     str(self.log_file),
+                    "-o",
+                    f"-p {self.port}",  # EMBEDDED_PG_PORT now, whatever port the cluster was made with
                     "-w",
                     "-t",
                     "120",
